@@ -1,0 +1,155 @@
+//! regent: a drop-in replacement for the Open Policy Agent server.
+//!
+//! [`run`] builds everything from the command line and configuration, opens the listeners and
+//! serves until the shutdown token fires, then drains in-flight requests within the grace period.
+
+pub mod build;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod plugins;
+pub mod server;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use cli::RunArgs;
+use config::{Config, ConfigErrors};
+use engine::loader::{load_paths, LoadError};
+use engine::{EngineError, Snapshot, Store};
+use plugins::PluginManager;
+use server::AppState;
+use telemetry::Telemetry;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("loading {0}")]
+    Load(#[from] LoadError),
+    #[error("error(s) occurred while compiling module(s): {}", describe_errors(.0))]
+    Compile(Vec<engine::RegoError>),
+    #[error("{0}")]
+    Engine(EngineError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<EngineError> for RunError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Compile(errs) => RunError::Compile(errs),
+            other => RunError::Engine(other),
+        }
+    }
+}
+
+fn describe_errors(errors: &[engine::RegoError]) -> String {
+    errors
+        .iter()
+        .map(|e| match &e.location {
+            Some(l) => format!("{}:{}:{}: {}: {}", l.file, l.row, l.col, e.code, e.message),
+            None => format!("{}: {}", e.code, e.message),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Turns `localhost:8181`, `:8181`, `http://host:port` into something to bind.
+pub fn parse_addr(addr: &str) -> String {
+    let addr = addr
+        .strip_prefix("http://")
+        .unwrap_or(addr)
+        .trim_end_matches('/');
+    match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, RunError> {
+    TcpListener::bind(parse_addr(addr))
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunError> {
+    let config = Arc::new(Config::load(args.config_file.as_deref(), &args.sets)?);
+    let draft = load_paths(&args.paths, !args.v0_compatible)?;
+    let store = Arc::new(Store::new(Snapshot::build(draft)?));
+    let plugins = Arc::new(PluginManager::new());
+    let telemetry = Arc::new(Telemetry::new(&config));
+    let state = AppState::new(store, plugins, telemetry, config);
+
+    let tracker = TaskTracker::new();
+    let mut main_addrs = Vec::new();
+    for addr in &args.addrs {
+        let listener = bind(addr).await?;
+        main_addrs.push(listener.local_addr().map_err(|source| RunError::Listen {
+            addr: addr.clone(),
+            source,
+        })?);
+        serve(&tracker, listener, server::router(state.clone()), &shutdown);
+    }
+    let mut diag_addrs = Vec::new();
+    for addr in &args.diagnostic_addrs {
+        let listener = bind(addr).await?;
+        diag_addrs.push(listener.local_addr().map_err(|source| RunError::Listen {
+            addr: addr.clone(),
+            source,
+        })?);
+        serve(
+            &tracker,
+            listener,
+            server::diagnostic_router(state.clone()),
+            &shutdown,
+        );
+    }
+    tracing::info!(
+        addrs = ?main_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        diagnostic_addrs = ?diag_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "Initializing server."
+    );
+    tracker.close();
+
+    shutdown.cancelled().await;
+    tracing::info!("Shutting down...");
+    let grace = Duration::from_secs(args.shutdown_grace_period);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::error!("Graceful shutdown timed out; in-flight requests were dropped.");
+    }
+    tracing::info!("Server shutdown.");
+    Ok(())
+}
+
+fn serve(
+    tracker: &TaskTracker,
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) {
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(err) = axum::serve(listener, service)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %err, "Listener failed.");
+        }
+    });
+}

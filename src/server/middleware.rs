@@ -1,0 +1,175 @@
+//! Layers every request passes through, outermost first: request logging, decoding limits
+//! (main listener only), then instrumentation with OPA's "default handler" rules (HEAD -> 405,
+//! trailing slash -> 301) inside it, so those answers are observed as OPA observes them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Marks a 405 produced by a route family's catch-all, observed with `handler="catchall"`.
+#[derive(Clone, Copy)]
+struct Catchall;
+
+/// The `handler` label of a path, or `None` for paths OPA does not instrument.
+pub fn route_label(path: &str) -> Option<&'static str> {
+    let family = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    Some(match path {
+        "/" => "index",
+        "/v1/config" | "/v1/config/" => "v1/config",
+        "/v1/status" | "/v1/status/" => "v1/status",
+        _ if family("/v0/data") => "v0/data",
+        _ if family("/v1/data") => "v1/data",
+        _ if family("/v1/policies") => "v1/policies",
+        _ if family("/v1/query") => "v1/query",
+        _ if family("/v1/compile") => "v1/compile",
+        _ if family("/health") => "health",
+        _ => return None,
+    })
+}
+
+pub async fn instrument(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let Some(label) = route_label(path) else {
+        return next.run(req).await;
+    };
+    let started = Instant::now();
+    let method = req.method().clone();
+    let response = if method == Method::HEAD {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
+    } else if path.len() > 1 && path.ends_with('/') {
+        let mut location = path.trim_end_matches('/').to_string();
+        if location.is_empty() {
+            location.push('/');
+        }
+        if let Some(q) = req.uri().query() {
+            location = format!("{location}?{q}");
+        }
+        (
+            StatusCode::MOVED_PERMANENTLY,
+            [(header::LOCATION, location)],
+        )
+            .into_response()
+    } else {
+        let guard = state.telemetry.http.start(label, &method);
+        let response = next.run(req).await;
+        guard.finish();
+        response
+    };
+    let label = if response.extensions().get::<Catchall>().is_some() {
+        "catchall"
+    } else if response.status() == StatusCode::METHOD_NOT_ALLOWED && method != Method::HEAD {
+        // The router's own 405 for routes outside the catch-all families: not observed.
+        return response;
+    } else {
+        label
+    };
+    state
+        .telemetry
+        .http
+        .observe(label, &method, response.status(), started.elapsed());
+    response
+}
+
+/// `server.decoding.max_length`: a declared body over the limit is refused before anything else.
+pub async fn decoding_limits(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.config.server.decoding.max_length) {
+        return ApiError::InvalidParameter("request body too large".into()).into_response();
+    }
+    next.run(req).await
+}
+
+/// OPA's request log: "Received request." and "Sent response." at info level.
+pub async fn log_requests(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return next.run(req).await;
+    }
+    let req_id = state.request_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let client_addr = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    tracing::info!(
+        client_addr,
+        req_id,
+        req_method = method,
+        req_path = path,
+        "Received request."
+    );
+    let response = next.run(req).await;
+    let resp_bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    tracing::info!(
+        client_addr,
+        req_id,
+        req_method = method,
+        req_path = path,
+        resp_status = response.status().as_u16(),
+        resp_bytes,
+        resp_duration = started.elapsed().as_secs_f64() * 1000.0,
+        "Sent response."
+    );
+    response
+}
+
+/// Wrong method on `/v0/data`, `/v1/data`, `/v1/policies`, `/v1/query`: empty 405.
+pub async fn catchall() -> Response {
+    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    response.extensions_mut().insert(Catchall);
+    response
+}
+
+/// Unknown paths: the Go mux's plain-text 404.
+pub async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn labels_match_opa_handler_names() {
+        assert_eq!(route_label("/"), Some("index"));
+        assert_eq!(route_label("/v1/data"), Some("v1/data"));
+        assert_eq!(route_label("/v1/data/a/b"), Some("v1/data"));
+        assert_eq!(route_label("/v1/dataset"), None);
+        assert_eq!(route_label("/v0/data/x"), Some("v0/data"));
+        assert_eq!(route_label("/health/ready"), Some("health"));
+        assert_eq!(route_label("/metrics"), None);
+        assert_eq!(route_label("/nope"), None);
+    }
+}

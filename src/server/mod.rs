@@ -1,0 +1,144 @@
+//! The HTTP server: routes, shared state, and the two kinds of listener (main and diagnostic).
+//!
+//! [`router`] builds the main API; [`diagnostic_router`] serves only health and metrics. Tests
+//! drive either in-process or through the real binary. Handlers stay thin: they parse the
+//! request, call the engine or a plugin, and render the answer.
+
+mod body;
+mod data;
+pub mod error;
+mod index;
+mod middleware;
+pub mod params;
+mod reply;
+mod timers;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::routing::{any, get, post, MethodRouter};
+use axum::Router;
+use serde_json::{json, Value as Json};
+
+use crate::build;
+use crate::config::Config;
+use crate::engine::{Snapshot, Store};
+use crate::plugins::PluginManager;
+use crate::telemetry::Telemetry;
+
+/// Everything a handler may read. Cheap to share; nothing in it is locked on the read path.
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub plugins: Arc<PluginManager>,
+    pub telemetry: Arc<Telemetry>,
+    pub config: Arc<Config>,
+    /// Per-process request counter for the request log (`req_id`), starting at 1.
+    pub request_ids: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<Store>,
+        plugins: Arc<PluginManager>,
+        telemetry: Arc<Telemetry>,
+        config: Arc<Config>,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            store,
+            plugins,
+            telemetry,
+            config,
+            request_ids: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A route family whose wrong methods OPA answers with an empty 405 labelled `catchall`.
+fn family(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+    route.fallback(middleware::catchall)
+}
+
+/// The main listener's router: the REST API plus health and metrics.
+pub fn router(state: Arc<AppState>) -> Router {
+    let data = || family(get(data::get_v1).post(data::post_v1));
+    let v0 = || family(post(data::post_v0));
+    Router::new()
+        .route("/", get(index::get).post(data::post_index))
+        .route("/v0/data", v0())
+        .route("/v0/data/{*path}", v0())
+        .route("/v1/data", data())
+        .route("/v1/data/{*path}", data())
+        .merge(monitoring_routes())
+        .fallback(any(middleware::not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::instrument,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::decoding_limits,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::log_requests,
+        ))
+        .with_state(state)
+}
+
+/// The diagnostic listener's router: only health and metrics, everything else 404.
+pub fn diagnostic_router(state: Arc<AppState>) -> Router {
+    monitoring_routes()
+        .fallback(any(middleware::not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::instrument,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::log_requests,
+        ))
+        .with_state(state)
+}
+
+/// Routes served on both listener kinds.
+fn monitoring_routes() -> Router<Arc<AppState>> {
+    Router::new()
+}
+
+/// The `provenance` object of Data API responses.
+pub fn provenance(snapshot: &Snapshot) -> Json {
+    let bundles: serde_json::Map<String, Json> = snapshot
+        .bundles()
+        .iter()
+        .map(|(name, b)| (name.clone(), json!({"revision": b.revision})))
+        .collect();
+    let mut out = json!({
+        "version": build::VERSION,
+        "build_commit": build::COMMIT,
+        "build_timestamp": build::TIMESTAMP,
+        "build_hostname": build::HOSTNAME,
+    });
+    if !bundles.is_empty() {
+        out["bundles"] = Json::Object(bundles);
+    }
+    out
+}
+
+/// True when some module's package lies on `path` (so an undefined answer is "undefined",
+/// not "missing", in v0 responses).
+pub fn has_rules_at(snapshot: &Snapshot, path: &[String]) -> bool {
+    snapshot.policies().values().any(|p| {
+        package_path(&p.raw).is_some_and(|pkg| {
+            let n = pkg.len().min(path.len());
+            pkg[..n] == path[..n]
+        })
+    })
+}
+
+/// The package path of a module, read from its `package` line.
+fn package_path(raw: &str) -> Option<Vec<String>> {
+    raw.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("package "))
+        .map(|p| p.trim().split('.').map(str::to_string).collect())
+}

@@ -1,0 +1,19 @@
+//! Telemetry: the metrics registry handed to everything that observes, and logging setup.
+
+pub mod logging;
+pub mod metrics;
+
+pub use metrics::HttpMetrics;
+
+/// Created once at start and shared by the HTTP layer, the engine and the plugins.
+pub struct Telemetry {
+    pub http: HttpMetrics,
+}
+
+impl Telemetry {
+    pub fn new(config: &crate::config::Config) -> Self {
+        Telemetry {
+            http: HttpMetrics::new(&config.server.metrics.http_request_duration_buckets),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Test harness: starts the real `regent` binary on ephemeral loopback ports and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use reqwest::blocking::Client;
+
+/// A running server. Killed when dropped.
+pub struct Regent {
+    child: Child,
+    /// `http://127.0.0.1:<port>` of the first main listener.
+    pub url: String,
+    /// `http://127.0.0.1:<port>` of each diagnostic listener.
+    pub diagnostic_urls: Vec<String>,
+    /// Every log line the server wrote so far (stderr, JSON).
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub client: Client,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_regent"))
+}
+
+/// The directory of shared benchmark cases (`../shared/bench`), where present.
+pub fn shared_bench() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench")
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+impl Regent {
+    /// Starts `regent run --server --addr 127.0.0.1:0 <args>` and waits until it listens.
+    pub fn start(args: &[&str]) -> Regent {
+        Self::start_with(args, &[], 0)
+    }
+
+    /// Like [`start`], with extra environment variables and `diagnostic` diagnostic listeners.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], diagnostic: usize) -> Regent {
+        let mut cmd = Command::new(binary());
+        cmd.args(["run", "--server", "--addr", "127.0.0.1:0"]);
+        for _ in 0..diagnostic {
+            cmd.args(["--diagnostic-addr", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start regent");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Initializing server.") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "regent did not start ({status:?}); logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addrs = |key: &str| -> Vec<String> {
+            let text = v[key].as_str().unwrap_or("[]");
+            serde_json::from_str::<Vec<String>>(text)
+                .unwrap()
+                .into_iter()
+                .map(|a| format!("http://{a}"))
+                .collect()
+        };
+        let url = addrs("addrs").remove(0);
+        Regent {
+            child,
+            url,
+            diagnostic_urls: addrs("diagnostic_addrs"),
+            logs,
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.client.get(self.url(path)).send().unwrap()
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
+        self.client.post(self.url(path)).json(body).send().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Regent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response's status and JSON body.
+pub fn json(resp: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    (status, body)
+}
+
+/// Writes `files` (relative path, contents) under a new temporary directory.
+pub fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let full = dir.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+    dir
+}
