@@ -93,7 +93,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     let store = Arc::new(Store::new(Snapshot::build(draft)?));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
-    let state = AppState::new(store, plugins, telemetry, config);
+    let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
+    let state = AppState::new(store, plugins, bundles, telemetry, config);
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();

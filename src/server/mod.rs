@@ -23,6 +23,7 @@ use serde_json::{json, Value as Json};
 use crate::build;
 use crate::config::Config;
 use crate::engine::{Snapshot, Store};
+use crate::plugins::bundle::BundleStatusBoard;
 use crate::plugins::PluginManager;
 use crate::telemetry::Telemetry;
 
@@ -30,6 +31,8 @@ use crate::telemetry::Telemetry;
 pub struct AppState {
     pub store: Arc<Store>,
     pub plugins: Arc<PluginManager>,
+    /// Per-bundle status written by the bundle plugin.
+    pub bundles: Arc<BundleStatusBoard>,
     pub telemetry: Arc<Telemetry>,
     pub config: Arc<Config>,
     /// Per-process request counter for the request log (`req_id`), starting at 1.
@@ -40,12 +43,14 @@ impl AppState {
     pub fn new(
         store: Arc<Store>,
         plugins: Arc<PluginManager>,
+        bundles: Arc<BundleStatusBoard>,
         telemetry: Arc<Telemetry>,
         config: Arc<Config>,
     ) -> Arc<Self> {
         Arc::new(AppState {
             store,
             plugins,
+            bundles,
             telemetry,
             config,
             request_ids: AtomicU64::new(0),
