@@ -24,9 +24,33 @@ pub fn path_ref(path: &[String]) -> String {
 }
 
 /// Evaluates `data.<path>` with `input`. `Ok(None)` means undefined.
+///
+/// The snapshot's plan for the path answers when it has a fast tier that succeeds; otherwise
+/// (no fast tier, a fast-tier failure, or a path past the plan cache's bound) the interpreter
+/// does, so errors always come from the interpreter.
 pub fn eval_path(
     snapshot: &Snapshot,
     path: &[String],
+    input: Option<Value>,
+) -> Result<Option<Value>, EngineError> {
+    let plan = snapshot.plans().get(path, || path_ref(path));
+    if let Some(value) = plan
+        .as_ref()
+        .and_then(|p| p.eval_fast(snapshot.plans().engine(), &input))
+    {
+        return Ok(defined(value));
+    }
+    let query = match &plan {
+        Some(plan) => plan.query.clone(),
+        None => path_ref(path),
+    };
+    interpret_path(snapshot, query, input)
+}
+
+/// Evaluates a `data[...]` reference on the interpreter: the reference path for every decision.
+pub fn interpret_path(
+    snapshot: &Snapshot,
+    query: String,
     input: Option<Value>,
 ) -> Result<Option<Value>, EngineError> {
     let mut engine = snapshot.engine();
@@ -34,15 +58,18 @@ pub fn eval_path(
         engine.set_input(input);
     }
     let results = engine
-        .eval_query(path_ref(path), false)
+        .eval_query(query, false)
         .map_err(|e| EngineError::Eval(vec![RegoError::from_regorus(Stage::Eval, &e)]))?;
     Ok(results
         .result
         .into_iter()
         .next()
         .and_then(|r| r.expressions.into_iter().next())
-        .map(|e| e.value)
-        .filter(|v| *v != Value::Undefined))
+        .and_then(|e| defined(e.value)))
+}
+
+fn defined(value: Value) -> Option<Value> {
+    (value != Value::Undefined).then_some(value)
 }
 
 /// Evaluates an ad-hoc query and returns one object of variable bindings per solution, as

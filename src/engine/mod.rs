@@ -5,6 +5,7 @@
 //! the next snapshot from a [`Draft`] of the current one, and publish it only if it compiles,
 //! so a failed write changes nothing.
 
+pub mod compiled;
 pub mod document;
 pub mod error;
 pub mod eval;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use super::compiled::Plans;
 use super::error::{RegoError, Stage};
 use super::EngineError;
 
@@ -44,6 +45,8 @@ pub struct Snapshot {
     policies: Arc<BTreeMap<String, Policy>>,
     bundles: Arc<BTreeMap<String, BundleInfo>>,
     engine: regorus::Engine,
+    /// Compiled decision paths, filled on first use; dies with the snapshot.
+    plans: Plans,
 }
 
 impl Snapshot {
@@ -58,6 +61,9 @@ impl Snapshot {
     /// Compiles a draft. Parse errors of all modules are reported together, as OPA does.
     pub fn build(draft: Draft) -> Result<Self, EngineError> {
         let mut engine = regorus::Engine::new();
+        // OPA's default: a builtin error makes the expression undefined instead of failing the
+        // query (the RVM fast path behaves the same way, so both paths agree).
+        engine.set_strict_builtin_errors(false);
         let mut errors = Vec::new();
         for (id, policy) in &draft.policies {
             engine.set_rego_v0(!policy.rego_v1);
@@ -82,6 +88,7 @@ impl Snapshot {
             data: Arc::new(draft.data),
             policies: Arc::new(draft.policies),
             bundles: Arc::new(draft.bundles),
+            plans: Plans::new(engine.clone()),
             engine,
         })
     }
@@ -105,6 +112,11 @@ impl Snapshot {
 
     pub fn bundles(&self) -> &BTreeMap<String, BundleInfo> {
         &self.bundles
+    }
+
+    /// The per-path compiled plans of this snapshot.
+    pub fn plans(&self) -> &Plans {
+        &self.plans
     }
 
     /// A prepared engine for one evaluation. Cheap: regorus shares its compiled state by `Arc`.
