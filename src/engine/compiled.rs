@@ -14,7 +14,8 @@
 //! 3. [`Tier::Interpreter`]: everything else (packages, base-data paths, paths into a rule's
 //!    value, functions) goes to the prepared interpreter with a query, as before.
 //!
-//! A tier-1 or tier-2 run that fails for any reason (instruction limit, a conflict, a builtin
+//! Programs that could meet a rule conflict are not run on the RVM, which would not report it
+//! (see `conflicts.rs`). A tier-1 or tier-2 run that fails for any reason (instruction limit, a conflict, a builtin
 //! error) is not answered from that tier: the caller re-runs the decision on the interpreter, so
 //! errors always carry the interpreter's wording and a fast tier can never turn an error into a
 //! value. `tests/differential.rs` holds both paths to identical results.
@@ -32,6 +33,8 @@ use crossbeam_queue::ArrayQueue;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::{Program, RegoVM};
 use regorus::{Engine, Value};
+
+use super::conflicts::rvm_gives_opas_answers;
 
 /// How many distinct decision paths one snapshot plans. Real deployments query a handful of
 /// decision paths; the bound only stops a client enumerating base-data paths from growing the
@@ -133,6 +136,9 @@ impl Plan {
         let rvm = Compiler::compile_from_policy(&policy, &[query])
             .map_err(anyhow::Error::from)
             .and_then(|program| {
+                if !rvm_gives_opas_answers(&policy, &program) {
+                    anyhow::bail!("the program could conflict where OPA reports an error");
+                }
                 let plan = RvmPlan {
                     program,
                     data: engine.get_data(),

@@ -6,6 +6,7 @@
 //! so a failed write changes nothing.
 
 pub mod compiled;
+mod conflicts;
 pub mod document;
 pub mod error;
 pub mod eval;
