@@ -10,7 +10,10 @@ use regent::cli::{Cli, Command};
 static GLOBAL: Jemalloc = Jemalloc;
 
 fn main() {
-    if let Err(err) = run() {
+    let result = run();
+    // Log lines are written by a background thread: let it finish before the process ends.
+    regent::telemetry::logging::flush();
+    if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
