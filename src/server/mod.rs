@@ -8,6 +8,7 @@ mod body;
 mod data;
 pub mod error;
 mod index;
+mod metrics;
 mod middleware;
 pub mod params;
 mod reply;
@@ -96,7 +97,7 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::instrument,
+            middleware::instrument_diagnostic,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -108,6 +109,14 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(
+            "/metrics",
+            get(metrics::get).head(metrics::method_not_allowed),
+        )
+        .route(
+            "/metrics/alloc_bytes",
+            get(metrics::alloc_bytes).head(metrics::method_not_allowed),
+        )
 }
 
 /// The `provenance` object of Data API responses.
