@@ -322,16 +322,6 @@ impl Validator<'_> {
         }
     }
 
-    pub fn bool(&mut self, key: &str) -> Option<bool> {
-        let v = self.get(key)?;
-        let b = v.as_bool();
-        if b.is_none() {
-            self.errors
-                .push(format!("{key}: expected true or false, got {v}"));
-        }
-        b
-    }
-
     pub fn floats(&mut self, key: &str) -> Option<Vec<f64>> {
         let v = self.get(key)?;
         let list: Option<Vec<f64>> = v
