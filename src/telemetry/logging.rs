@@ -97,7 +97,9 @@ fn sink() -> &'static Sink {
         let (tx, rx) = sync_channel(QUEUE_LINES);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_lines(rx, io::stderr().lock()))
+            // Not `stderr().lock()`: the lock would be held for good and deadlock anything
+            // else writing to stderr (`eprintln!` of a startup error in `main`).
+            .spawn(move || write_lines(rx, io::stderr()))
             .expect("spawn the log writer thread");
         Sink { tx }
     })
