@@ -7,16 +7,18 @@
 //!   the event's fields in order, message first; no target, no spans), without going through
 //!   serde's per-token writes;
 //! - lines are handed to a writer thread over a bounded channel ([`Sink`]); it writes them in
-//!   batches and flushes whenever it has caught up, so a request never waits for a `write(2)`
-//!   unless the channel is full (then it waits, as a synchronous logger would: lines are never
-//!   dropped). [`flush`] waits until every line sent so far is written; `main` calls it before
+//!   batches, napping 1 ms between batches while lines keep coming, so a request never waits for
+//!   a `write(2)` or wakes a thread, unless the channel is full (then it waits, as a synchronous
+//!   logger would: lines are never dropped). [`flush`] waits until every line sent so far is written; `main` calls it before
 //!   exiting.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -73,7 +75,7 @@ pub fn init(level: LogLevel, format: LogFormat) {
 pub fn flush() {
     if let Some(sink) = SINK.get() {
         let (done, wait) = sync_channel(1);
-        if sink.tx.send(Message::Flush(done)).is_ok() {
+        if sink.send(Message::Flush(done)) {
             let _ = wait.recv();
         }
     }
@@ -88,6 +90,39 @@ enum Message {
 #[derive(Clone)]
 pub struct Sink {
     tx: SyncSender<Message>,
+    wake: Arc<Wake>,
+}
+
+/// How loggers wake the writer thread. While lines keep coming the writer naps between
+/// batches and nobody wakes it: waking it per line costs a futex call and, on a server pinned to
+/// one core, a context switch to the writer and back for every line. Only a writer that found
+/// nothing to do sleeps until the next logger wakes it.
+#[derive(Default)]
+struct Wake {
+    sleeping: AtomicBool,
+    writer: OnceLock<Thread>,
+}
+
+/// Pause between batches while lines keep coming: bounds how late a line is written.
+const BUSY_NAP: Duration = Duration::from_millis(1);
+
+/// Longest sleep of an idle writer between looks at the queue.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+impl Sink {
+    fn send(&self, message: Message) -> bool {
+        if self.tx.send(message).is_err() {
+            return false;
+        }
+        if self.wake.sleeping.load(Ordering::SeqCst)
+            && self.wake.sleeping.swap(false, Ordering::SeqCst)
+        {
+            if let Some(writer) = self.wake.writer.get() {
+                writer.unpark();
+            }
+        }
+        true
+    }
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -95,38 +130,75 @@ static SINK: OnceLock<Sink> = OnceLock::new();
 fn sink() -> &'static Sink {
     SINK.get_or_init(|| {
         let (tx, rx) = sync_channel(QUEUE_LINES);
+        let wake = Arc::new(Wake::default());
+        let writer_wake = wake.clone();
         std::thread::Builder::new()
             .name("log-writer".into())
             // Not `stderr().lock()`: the lock would be held for good and deadlock anything
             // else writing to stderr (`eprintln!` of a startup error in `main`).
-            .spawn(move || write_lines(rx, io::stderr()))
+            .spawn(move || write_lines(rx, io::stderr(), &writer_wake))
             .expect("spawn the log writer thread");
-        Sink { tx }
+        Sink { tx, wake }
     })
 }
 
-/// Writes lines as they come, in batches: one `write(2)` per batch, flushed once the queue is
-/// empty.
-fn write_lines(rx: Receiver<Message>, out: impl io::Write) {
+/// Writes lines in batches, one `write(2)` per batch, until every sender is gone.
+fn write_lines(rx: Receiver<Message>, out: impl io::Write, wake: &Wake) {
+    // Set before the writer can ever sleep, so a logger that sees it asleep can wake it.
+    let _ = wake.writer.set(std::thread::current());
     let mut out = io::BufWriter::with_capacity(64 * 1024, out);
     let mut waiting = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
+    let mut pending = None;
+    loop {
+        let mut wrote = false;
+        let mut disconnected = false;
+        loop {
+            let message = match pending.take().map(Ok).unwrap_or_else(|| rx.try_recv()) {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            };
+            wrote = true;
             match message {
                 Message::Line(line) => {
                     let _ = out.write_all(&line);
                 }
                 Message::Flush(done) => waiting.push(done),
             }
-            next = rx.try_recv().ok();
         }
-        let _ = out.flush();
-        for done in waiting.drain(..) {
-            let _ = done.send(());
+        if wrote || disconnected {
+            let _ = out.flush();
+            for done in waiting.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        if disconnected {
+            return;
+        }
+        if wrote {
+            std::thread::sleep(BUSY_NAP);
+            continue;
+        }
+        // Nothing came during a nap: sleep until a logger wakes us. Announce it first, then
+        // look once more, so a line sent in between is not left waiting.
+        wake.sleeping.store(true, Ordering::SeqCst);
+        match rx.try_recv() {
+            Ok(message) => {
+                wake.sleeping.store(false, Ordering::SeqCst);
+                pending = Some(message);
+            }
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                // Until a logger wakes us; now and then look anyway, which also notices that
+                // every sender is gone.
+                std::thread::park_timeout(IDLE_CHECK);
+                wake.sleeping.store(false, Ordering::SeqCst);
+            }
         }
     }
-    let _ = out.flush();
 }
 
 /// One event's line, collected while tracing-subscriber writes it, then queued on drop.
@@ -151,7 +223,7 @@ impl Drop for SinkWriter<'_> {
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             // The receiver only goes away with the process.
-            let _ = self.sink.tx.send(Message::Line(line));
+            let _ = self.sink.send(Message::Line(line));
         }
     }
 }
@@ -374,18 +446,34 @@ mod tests {
         let (tx, rx) = sync_channel(4);
         let out = Capture::default();
         let o = out.clone();
-        let writer = std::thread::spawn(move || write_lines(rx, o));
-        let sink = Sink { tx };
+        let wake = Arc::new(Wake::default());
+        let w = wake.clone();
+        let writer = std::thread::spawn(move || write_lines(rx, o, &w));
+        let sink = Sink { tx, wake };
+        let written = || String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let flush = || {
+            let (done, wait) = sync_channel(1);
+            assert!(sink.send(Message::Flush(done)));
+            wait.recv().unwrap();
+        };
+        // A burst (the writer naps between batches) and, after it fell asleep, single lines
+        // (each must wake it).
         for i in 0..100 {
-            let mut w = sink.make_writer();
-            writeln!(w, "line {i}").unwrap();
+            writeln!(sink.make_writer(), "line {i}").unwrap();
         }
-        let (done, wait) = sync_channel(1);
-        sink.tx.send(Message::Flush(done)).unwrap();
-        wait.recv().unwrap();
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        let expected: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(text, expected);
+        flush();
+        let mut expected: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(written(), expected);
+        for i in 100..103 {
+            std::thread::sleep(Duration::from_millis(20));
+            writeln!(sink.make_writer(), "line {i}").unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            expected.push_str(&format!("line {i}\n"));
+            while written() != expected {
+                assert!(std::time::Instant::now() < deadline, "line {i} not written");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         drop(sink);
         writer.join().unwrap();
     }
