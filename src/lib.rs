@@ -48,7 +48,7 @@ pub enum RunError {
 impl From<EngineError> for RunError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Compile(errs) => RunError::Compile(errs),
+            EngineError::Compile(errs) | EngineError::DataConflict(errs) => RunError::Compile(errs),
             other => RunError::Engine(other),
         }
     }
@@ -90,7 +90,7 @@ async fn bind(addr: &str) -> Result<TcpListener, RunError> {
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(Config::load(args.config_file.as_deref(), &args.sets)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
-    let store = Arc::new(Store::new(Snapshot::build(draft)?));
+    let store = Arc::new(Store::new(Snapshot::build(draft)?).v0_compatible(args.v0_compatible));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());

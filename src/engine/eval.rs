@@ -2,7 +2,7 @@
 
 use regorus::Value;
 
-use super::error::{RegoError, Stage};
+use super::error::{RegoError, Stage, QUERY_FILE};
 use super::{EngineError, Snapshot};
 
 /// The Rego reference for a data path: `["a", "0", "b-c"]` becomes `data.a[0]["b-c"]`.
@@ -23,13 +23,57 @@ pub fn path_ref(path: &[String]) -> String {
     out
 }
 
+/// Per-request evaluation switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    /// `?strict-builtin-errors`: a failing builtin fails the query instead of being undefined.
+    pub strict_builtin_errors: bool,
+}
+
+/// The reference OPA prints for a data path: `data.a[0]["b-c"]`.
+pub fn display_ref(path: &[String]) -> String {
+    let mut out = String::from("data");
+    for seg in path {
+        let ident = seg
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ident {
+            out.push('.');
+            out.push_str(seg);
+        } else if seg.parse::<i64>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            out.push('[');
+            out.push_str(&serde_json::to_string(seg).expect("strings serialise"));
+            out.push(']');
+        }
+    }
+    out
+}
+
 /// Evaluates `data.<path>` with `input`. `Ok(None)` means undefined.
 pub fn eval_path(
     snapshot: &Snapshot,
     path: &[String],
     input: Option<Value>,
 ) -> Result<Option<Value>, EngineError> {
-    let mut engine = snapshot.engine();
+    eval_path_with(snapshot, path, input, EvalOptions::default())
+}
+
+/// [`eval_path`] with per-request options.
+pub fn eval_path_with(
+    snapshot: &Snapshot,
+    path: &[String],
+    input: Option<Value>,
+    options: EvalOptions,
+) -> Result<Option<Value>, EngineError> {
+    let mut engine = if options.strict_builtin_errors {
+        snapshot.strict_engine()
+    } else {
+        snapshot.engine()
+    };
     if let Some(input) = input {
         engine.set_input(input);
     }
@@ -45,21 +89,56 @@ pub fn eval_path(
         .filter(|v| *v != Value::Undefined))
 }
 
-/// Evaluates an ad-hoc query and returns one object of variable bindings per solution, as
-/// `/v1/query` reports them.
+/// Parses an ad-hoc query on its own, so syntax errors are told apart from compile and
+/// evaluation errors (OPA: "error(s) occurred while parsing query").
+pub fn parse_query(query: &str, rego_v1: bool) -> Result<(), EngineError> {
+    let parse = || -> anyhow::Result<()> {
+        let source = regorus::Source::from_contents(QUERY_FILE.to_string(), query.to_string())?;
+        let mut parser = regorus::unstable::Parser::new(&source)?;
+        if rego_v1 {
+            parser.enable_rego_v1()?;
+        }
+        parser.parse_user_query()?;
+        Ok(())
+    };
+    parse().map_err(|e| EngineError::QueryParse(vec![RegoError::from_regorus(Stage::Parse, &e)]))
+}
+
+/// Evaluates an ad-hoc query that [`parse_query`] accepted and returns one object of variable
+/// bindings per solution, as `/v1/query` reports them (regorus, like OPA, leaves out `_` and
+/// generated variables). Static problems (unsafe variables, unknown functions) are
+/// [`EngineError::QueryCompile`].
 pub fn eval_query(
     snapshot: &Snapshot,
     query: &str,
     input: Option<Value>,
+    rego_v1: bool,
 ) -> Result<Vec<Value>, EngineError> {
     let mut engine = snapshot.engine();
+    engine.set_rego_v0(!rego_v1);
     if let Some(input) = input {
         engine.set_input(input);
     }
-    let results = engine
-        .eval_query(query.to_string(), false)
-        .map_err(|e| EngineError::Eval(vec![RegoError::from_regorus(Stage::Eval, &e)]))?;
-    Ok(results.result.into_iter().map(|r| r.bindings).collect())
+    let results = engine.eval_query(query.to_string(), false).map_err(|e| {
+        let err = RegoError::from_regorus(Stage::Eval, &e);
+        if err.is_static() {
+            EngineError::QueryCompile(vec![err])
+        } else {
+            EngineError::Eval(vec![err])
+        }
+    })?;
+    // regorus reports a solution whose expression is `false` (`1 == 2`); in Rego, as in OPA,
+    // such a query is simply not satisfied.
+    Ok(results
+        .result
+        .into_iter()
+        .filter(|r| {
+            r.expressions
+                .iter()
+                .all(|e| e.value != Value::Bool(false) && e.value != Value::Undefined)
+        })
+        .map(|r| r.bindings)
+        .collect())
 }
 
 #[cfg(test)]
@@ -83,10 +162,59 @@ mod tests {
     }
 
     #[test]
+    fn builtin_errors_are_undefined_unless_strict() {
+        let s = snapshot(
+            "package t\n\ndefault p := false\n\np if 1 / 0\n",
+            serde_json::json!({}),
+        );
+        let path = vec!["t".to_string(), "p".to_string()];
+        assert_eq!(
+            eval_path(&s, &path, None).unwrap(),
+            Some(Value::from(false))
+        );
+        let strict = EvalOptions {
+            strict_builtin_errors: true,
+        };
+        let err = eval_path_with(&s, &path, None, strict).unwrap_err();
+        assert!(matches!(err, EngineError::Eval(_)));
+        // The strict engine is separate: ordinary requests stay lenient.
+        assert_eq!(
+            eval_path(&s, &path, None).unwrap(),
+            Some(Value::from(false))
+        );
+    }
+
+    #[test]
+    fn query_errors_by_stage() {
+        let s = snapshot("package t\n", serde_json::json!({"x": [1, 2]}));
+        assert!(matches!(
+            parse_query("x = 1 +", true),
+            Err(EngineError::QueryParse(_))
+        ));
+        assert!(parse_query("x = 1", true).is_ok());
+        assert!(matches!(
+            eval_query(&s, "x", None, true),
+            Err(EngineError::QueryCompile(_))
+        ));
+        let rows = eval_query(&s, "data.x[_] = x", None, true).unwrap();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| r.to_json_str().unwrap().replace([' ', '\n'], ""))
+            .collect();
+        assert_eq!(rows, vec![r#"{"x":1}"#, r#"{"x":2}"#]);
+        let rows = eval_query(&s, "1 == 1", None, true).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(eval_query(&s, "1 == 2", None, true).unwrap().is_empty());
+    }
+
+    #[test]
     fn path_ref_quotes_and_indexes() {
         let p = |s: &[&str]| path_ref(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(p(&[]), "data");
         assert_eq!(p(&["a", "0", "b-c"]), r#"data["a"][0]["b-c"]"#);
+        let d = |s: &[&str]| display_ref(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(d(&["system", "main"]), "data.system.main");
+        assert_eq!(d(&["a", "0", "b-c"]), r#"data.a[0]["b-c"]"#);
     }
 
     #[test]
