@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::params::{path_segments, Params};
 use super::timers::{RequestTimers, Timers};
 use super::{body, reply, AppState};
-use crate::engine::eval::eval_path;
+use crate::engine::eval::{display_ref, eval_path, eval_path_with, EvalOptions};
 
 #[derive(Deserialize)]
 struct DataRequest {
@@ -100,8 +100,11 @@ fn decide_v1(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let snapshot = state.store.snapshot();
+    let options = EvalOptions {
+        strict_builtin_errors: params.flag("strict-builtin-errors"),
+    };
     let result = timers.time("timer_rego_query_eval_ns", || {
-        eval_path(&snapshot, path, input)
+        eval_path_with(&snapshot, path, input, options)
     })?;
     let provenance = params
         .flag("provenance")
@@ -151,23 +154,26 @@ async fn decide_v0(
         None
     } else {
         Some(decode::<regorus::Value>(headers, &bytes).map_err(|e| {
-            ApiError::InvalidParameter(format!("body contains malformed input document: {e}"))
+            ApiError::InvalidParameter(format!(
+                "unexpected parse error for input: body contains malformed input document: {e}"
+            ))
         })?)
     };
     let snapshot = state.store.snapshot();
     match eval_path(&snapshot, path, input)? {
         Some(value) => Ok(reply::json(StatusCode::OK, &value, params.flag("pretty"))),
         None => {
-            let reference = std::iter::once("data".to_string())
-                .chain(path.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(".");
-            let kind = if super::has_rules_at(&snapshot, path) {
+            // OPA says "undefined" when rules define the document (they just did not produce a
+            // value) and "missing" when nothing does.
+            let kind = if snapshot.has_rules_for(path) {
                 "undefined"
             } else {
                 "missing"
             };
-            Err(ApiError::Undefined(format!("document {kind}: {reference}")))
+            Err(ApiError::Undefined(format!(
+                "document {kind}: {}",
+                display_ref(path)
+            )))
         }
     }
 }
