@@ -1,6 +1,7 @@
 //! Telemetry: the metrics registry handed to everything that observes, and logging setup.
 
 pub mod family;
+pub mod log_format;
 pub mod logging;
 pub mod metrics;
 
