@@ -112,10 +112,18 @@ fn eval_code(message: String) -> (String, String) {
 }
 
 fn compile_code(message: String) -> (String, String) {
-    if let Some(var) = message
+    // regorus words it two ways: "use of undefined variable `x` is unsafe" and
+    // "var x is unsafe (path [...], scopes [...])"; OPA says "var x is unsafe".
+    let unsafe_var = message
         .strip_prefix("use of undefined variable `")
         .and_then(|m| m.strip_suffix("` is unsafe"))
-    {
+        .or_else(|| {
+            message
+                .strip_prefix("var ")
+                .and_then(|m| m.split_once(" is unsafe"))
+                .map(|(var, _)| var)
+        });
+    if let Some(var) = unsafe_var {
         return (
             "rego_unsafe_var_error".into(),
             format!("var {var} is unsafe"),

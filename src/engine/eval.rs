@@ -1,8 +1,8 @@
-//! Evaluating a decision path or an ad-hoc query against a snapshot.
+//! Evaluating a decision path against a snapshot (ad-hoc queries are in `query.rs`).
 
 use regorus::Value;
 
-use super::error::{RegoError, Stage, QUERY_FILE};
+use super::error::{RegoError, Stage};
 use super::{EngineError, Snapshot};
 
 /// The Rego reference for a data path: `["a", "0", "b-c"]` becomes `data.a[0]["b-c"]`.
@@ -89,58 +89,6 @@ pub fn eval_path_with(
         .filter(|v| *v != Value::Undefined))
 }
 
-/// Parses an ad-hoc query on its own, so syntax errors are told apart from compile and
-/// evaluation errors (OPA: "error(s) occurred while parsing query").
-pub fn parse_query(query: &str, rego_v1: bool) -> Result<(), EngineError> {
-    let parse = || -> anyhow::Result<()> {
-        let source = regorus::Source::from_contents(QUERY_FILE.to_string(), query.to_string())?;
-        let mut parser = regorus::unstable::Parser::new(&source)?;
-        if rego_v1 {
-            parser.enable_rego_v1()?;
-        }
-        parser.parse_user_query()?;
-        Ok(())
-    };
-    parse().map_err(|e| EngineError::QueryParse(vec![RegoError::from_regorus(Stage::Parse, &e)]))
-}
-
-/// Evaluates an ad-hoc query that [`parse_query`] accepted and returns one object of variable
-/// bindings per solution, as `/v1/query` reports them (regorus, like OPA, leaves out `_` and
-/// generated variables). Static problems (unsafe variables, unknown functions) are
-/// [`EngineError::QueryCompile`].
-pub fn eval_query(
-    snapshot: &Snapshot,
-    query: &str,
-    input: Option<Value>,
-    rego_v1: bool,
-) -> Result<Vec<Value>, EngineError> {
-    let mut engine = snapshot.engine();
-    engine.set_rego_v0(!rego_v1);
-    if let Some(input) = input {
-        engine.set_input(input);
-    }
-    let results = engine.eval_query(query.to_string(), false).map_err(|e| {
-        let err = RegoError::from_regorus(Stage::Eval, &e);
-        if err.is_static() {
-            EngineError::QueryCompile(vec![err])
-        } else {
-            EngineError::Eval(vec![err])
-        }
-    })?;
-    // regorus reports a solution whose expression is `false` (`1 == 2`); in Rego, as in OPA,
-    // such a query is simply not satisfied.
-    Ok(results
-        .result
-        .into_iter()
-        .filter(|r| {
-            r.expressions
-                .iter()
-                .all(|e| e.value != Value::Bool(false) && e.value != Value::Undefined)
-        })
-        .map(|r| r.bindings)
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,29 +130,6 @@ mod tests {
             eval_path(&s, &path, None).unwrap(),
             Some(Value::from(false))
         );
-    }
-
-    #[test]
-    fn query_errors_by_stage() {
-        let s = snapshot("package t\n", serde_json::json!({"x": [1, 2]}));
-        assert!(matches!(
-            parse_query("x = 1 +", true),
-            Err(EngineError::QueryParse(_))
-        ));
-        assert!(parse_query("x = 1", true).is_ok());
-        assert!(matches!(
-            eval_query(&s, "x", None, true),
-            Err(EngineError::QueryCompile(_))
-        ));
-        let rows = eval_query(&s, "data.x[_] = x", None, true).unwrap();
-        let rows: Vec<String> = rows
-            .iter()
-            .map(|r| r.to_json_str().unwrap().replace([' ', '\n'], ""))
-            .collect();
-        assert_eq!(rows, vec![r#"{"x":1}"#, r#"{"x":2}"#]);
-        let rows = eval_query(&s, "1 == 1", None, true).unwrap();
-        assert_eq!(rows.len(), 1);
-        assert!(eval_query(&s, "1 == 2", None, true).unwrap().is_empty());
     }
 
     #[test]

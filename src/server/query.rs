@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::timers::{RequestTimers, Timers};
 use super::{body, reply, AppState};
-use crate::engine::eval::{eval_query, parse_query};
+use crate::engine::query::{eval_query, parse_query};
 
 #[derive(Deserialize)]
 struct QueryRequest {
@@ -86,10 +86,10 @@ fn run(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let rego_v1 = state.store.rego_v1();
-    timers.time("timer_rego_query_parse_ns", || parse_query(query, rego_v1))?;
+    let parsed = timers.time("timer_rego_query_parse_ns", || parse_query(query, rego_v1))?;
     let snapshot = state.store.snapshot();
     let result = timers.time("timer_rego_query_eval_ns", || {
-        eval_query(&snapshot, query, input, rego_v1)
+        eval_query(&snapshot, &parsed, input, rego_v1)
     })?;
     timers.record("timer_server_handler_ns", started.elapsed());
     let response = QueryResponse {
