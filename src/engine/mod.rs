@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod loader;
 pub mod modules;
+pub mod nesting;
 pub mod query;
 pub mod roots;
 pub mod snapshot;

@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json};
 
 use super::error::{Location, RegoError, Stage};
 use super::snapshot::new_engine;
-use super::{EngineError, Policy};
+use super::{nesting, EngineError, Policy};
 
 /// One rule head: the `data` path it defines (its leading string components) and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +173,7 @@ impl ModuleInfo {
 /// Parses one module on its own (the Policy API does this before compiling the whole set), so
 /// its package can be checked against bundle roots and its syntax errors reported.
 pub fn parse_module(id: &str, policy: &Policy) -> Result<ModuleInfo, EngineError> {
+    nesting::check(id, &policy.raw).map_err(|e| EngineError::Compile(vec![e]))?;
     let mut engine = new_engine();
     engine.set_rego_v0(!policy.rego_v1);
     engine

@@ -13,7 +13,7 @@ use regorus::unstable::{Expr, Literal, Parser, Query};
 use regorus::Value;
 
 use super::error::{RegoError, Stage, QUERY_FILE};
-use super::{EngineError, Snapshot};
+use super::{nesting, EngineError, Snapshot};
 
 const CAPTURE: &str = "__regent_bindings__";
 
@@ -33,6 +33,7 @@ impl ParsedQuery {
 /// Parses an ad-hoc query on its own, so syntax errors are told apart from compile and
 /// evaluation errors (OPA: "error(s) occurred while parsing query").
 pub fn parse_query(query: &str, rego_v1: bool) -> Result<ParsedQuery, EngineError> {
+    nesting::check("", query).map_err(|e| EngineError::QueryParse(vec![e]))?;
     let parse = || -> anyhow::Result<Vec<String>> {
         let source = regorus::Source::from_contents(QUERY_FILE.to_string(), query.to_string())?;
         let mut parser = Parser::new(&source)?;

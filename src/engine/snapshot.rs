@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use super::error::{RegoError, Stage};
 use super::modules::ModuleInfo;
-use super::{conflicts, EngineError};
+use super::{conflicts, nesting, EngineError};
 
 /// regorus caps lines at 1024 columns and files at 1 MiB / 20 000 lines; OPA has no such caps
 /// and generated policies exceed them. The request body limit (`server.decoding.max_length`)
@@ -86,6 +86,10 @@ impl Snapshot {
         let mut engine = new_engine();
         let mut errors = Vec::new();
         for (id, policy) in &draft.policies {
+            if let Err(err) = nesting::check(id, &policy.raw) {
+                errors.push(err);
+                continue;
+            }
             engine.set_rego_v0(!policy.rego_v1);
             if let Err(err) = engine.add_policy(id.clone(), policy.raw.clone()) {
                 errors.push(RegoError::from_regorus(Stage::Parse, &err));

@@ -1,6 +1,7 @@
 //! Layers every request passes through, outermost first: request logging, decoding limits
 //! (main listener only), then instrumentation with OPA's "default handler" rules (HEAD -> 405,
-//! trailing slash -> 301) inside it, so those answers are observed as OPA observes them.
+//! trailing slash -> 301) inside it, so those answers are observed as OPA observes them, and
+//! innermost a panic guard that turns a panicking handler into OPA's 500.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -217,6 +218,11 @@ pub async fn catchall() -> Response {
     let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
     response.extensions_mut().insert(Catchall);
     response
+}
+
+/// A handler that panicked answers OPA's 500 instead of dropping the connection.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("internal error while handling the request".into()).into_response()
 }
 
 /// Unknown paths: the Go mux's plain-text 404.

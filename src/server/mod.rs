@@ -23,6 +23,7 @@ use std::sync::Arc;
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value as Json};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::build;
 use crate::config::Config;
@@ -97,6 +98,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/query/{*path}", any(middleware::catchall))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::instrument,
