@@ -1,8 +1,14 @@
-//! Running CPU-heavy engine work (compiling a new snapshot) on tokio's blocking pool, so a
-//! long compile or a writer waiting for the store's writer lock never stalls the async workers
-//! that serve decisions.
+//! Keeping CPU-heavy engine work from stalling the async runtime.
+//!
+//! Writes (compiling a new snapshot, waiting for the writer lock) run on tokio's blocking pool.
+//! Evaluations run in place but under `block_in_place`: a policy can take seconds, and a worker
+//! stuck in one would otherwise hold tasks queued on it (the accept loop, the shutdown signal,
+//! other connections) until it finished. Measured: with a 4 s evaluation in flight, SIGTERM and
+//! new requests waited the full 4 s without it.
 
 use std::sync::Arc;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::error::ApiError;
 use crate::engine::{Draft, Edit, EngineError, Store};
@@ -18,4 +24,13 @@ pub async fn write<T: Send + 'static>(
     tokio::task::spawn_blocking(move || store.write_if_changed(edit).map(|(out, _)| out))
         .await
         .map_err(|join| ApiError::Internal(format!("write failed: {join}")))
+}
+
+/// Runs an evaluation on the current thread after handing this worker's queued tasks to
+/// another thread. On a current-thread runtime (in-process tests) it just runs `f`.
+pub fn evaluate<T>(f: impl FnOnce() -> T) -> T {
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use super::error::ApiError;
 use super::params::{path_segments, Params};
 use super::timers::{RequestTimers, Timers};
-use super::{body, reply, AppState};
+use super::{blocking, body, reply, AppState};
 use crate::engine::eval::{display_ref, eval_path, eval_path_with, EvalOptions};
 
 #[derive(Deserialize)]
@@ -104,7 +104,7 @@ fn decide_v1(
         strict_builtin_errors: params.flag("strict-builtin-errors"),
     };
     let result = timers.time("timer_rego_query_eval_ns", || {
-        eval_path_with(&snapshot, path, input, options)
+        blocking::evaluate(|| eval_path_with(&snapshot, path, input, options))
     })?;
     let provenance = params
         .flag("provenance")
@@ -160,7 +160,7 @@ async fn decide_v0(
         })?)
     };
     let snapshot = state.store.snapshot();
-    match eval_path(&snapshot, path, input)? {
+    match blocking::evaluate(|| eval_path(&snapshot, path, input))? {
         Some(value) => Ok(reply::json(StatusCode::OK, &value, params.flag("pretty"))),
         None => {
             // OPA says "undefined" when rules define the document (they just did not produce a
