@@ -95,6 +95,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
     let state = AppState::new(store, plugins, bundles, telemetry, config);
+    server::blocking::keep_io_polled(tokio::runtime::Handle::current());
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();

@@ -1,14 +1,21 @@
 //! Keeping CPU-heavy engine work from stalling the async runtime.
 //!
 //! Writes (compiling a new snapshot, waiting for the writer lock) run on tokio's blocking pool.
-//! Evaluations run in place but under `block_in_place`: a policy can take seconds, and a worker
-//! stuck in one would otherwise hold tasks queued on it (the accept loop, the shutdown signal,
-//! other connections) until it finished. Measured: with a 4 s evaluation in flight, SIGTERM and
-//! new requests waited the full 4 s without it.
+//! Evaluations run in place on the async workers: handing each one off (`block_in_place`) cost
+//! 15-20 % of decision throughput. But a worker stuck in a long evaluation can leave the I/O
+//! driver unpolled: tokio's other workers sleep on a condition variable and nothing tells them
+//! the driver is free, so the accept loop, SIGTERM and every other connection wait for the
+//! evaluation (measured: a 4 s policy delayed shutdown and new requests by the full 4 s).
+//! [`keep_io_polled`] wakes an idle worker every 10 ms while an [`evaluate`] call is running;
+//! once awake it parks on the driver again and I/O flows while the evaluation runs. An idle
+//! server is not woken at all.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::runtime::{Handle, RuntimeFlavor};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
 
 use super::error::ApiError;
 use crate::engine::{Draft, Edit, EngineError, Store};
@@ -26,11 +33,38 @@ pub async fn write<T: Send + 'static>(
         .map_err(|join| ApiError::Internal(format!("write failed: {join}")))
 }
 
-/// Runs an evaluation on the current thread after handing this worker's queued tasks to
-/// another thread. On a current-thread runtime (in-process tests) it just runs `f`.
+/// How long I/O may go unpolled while every awake worker is busy evaluating.
+const IO_TICK: Duration = Duration::from_millis(10);
+
+/// Evaluations running on async workers right now.
+static EVALUATING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs an evaluation on the current worker, counted so [`keep_io_polled`] knows to nudge.
 pub fn evaluate<T>(f: impl FnOnce() -> T) -> T {
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            EVALUATING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    EVALUATING.fetch_add(1, Ordering::Relaxed);
+    let _running = Running;
+    f()
+}
+
+/// Starts a thread that, while evaluations run, nudges the runtime behind `handle` every
+/// [`IO_TICK`] for as long as the process lives (an empty task: a parked worker wakes, runs it,
+/// and parks on the I/O driver).
+pub fn keep_io_polled(handle: Handle) {
+    let spawned = std::thread::Builder::new()
+        .name("regent-io-tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(IO_TICK);
+            if EVALUATING.load(Ordering::Relaxed) > 0 {
+                drop(handle.spawn(async {}));
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!(error = %err, "Could not start the I/O tick thread.");
     }
 }

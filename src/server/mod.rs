@@ -4,7 +4,7 @@
 //! drive either in-process or through the real binary. Handlers stay thin: they parse the
 //! request, call the engine or a plugin, and render the answer.
 
-mod blocking;
+pub mod blocking;
 mod body;
 mod data;
 mod data_write;
