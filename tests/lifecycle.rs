@@ -78,6 +78,14 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let (srv, _dir) = slow_server(&[]);
     let k = calibrate(&srv, Duration::from_secs(2));
     let slow = start_slow(&srv, k);
+    // Other requests are served while the slow one evaluates.
+    let started = Instant::now();
+    assert_eq!(json(srv.get("/v1/data/slow")), (200, json!({"result": {}})));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
     let signalled = Instant::now();
     sigterm(&srv);
     // New connections are refused once shutdown has begun.

@@ -8,10 +8,11 @@
 //! evaluation (measured: a 4 s policy delayed shutdown and new requests by the full 4 s).
 //! [`keep_io_polled`] wakes an idle worker every 10 ms while an [`evaluate`] call is running;
 //! once awake it parks on the driver again and I/O flows while the evaluation runs. An idle
-//! server is not woken at all.
+//! server is not woken at all (the tick thread itself sleeps until an evaluation starts).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ const IO_TICK: Duration = Duration::from_millis(10);
 /// Evaluations running on async workers right now.
 static EVALUATING: AtomicUsize = AtomicUsize::new(0);
 
+/// The tick thread, unparked when evaluations start after a quiet spell.
+static TICKER: OnceLock<Thread> = OnceLock::new();
+
 /// Runs an evaluation on the current worker, counted so [`keep_io_polled`] knows to nudge.
 pub fn evaluate<T>(f: impl FnOnce() -> T) -> T {
     struct Running;
@@ -47,24 +51,35 @@ pub fn evaluate<T>(f: impl FnOnce() -> T) -> T {
             EVALUATING.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    EVALUATING.fetch_add(1, Ordering::Relaxed);
+    if EVALUATING.fetch_add(1, Ordering::Relaxed) == 0 {
+        if let Some(ticker) = TICKER.get() {
+            ticker.unpark();
+        }
+    }
     let _running = Running;
     f()
 }
 
-/// Starts a thread that, while evaluations run, nudges the runtime behind `handle` every
-/// [`IO_TICK`] for as long as the process lives (an empty task: a parked worker wakes, runs it,
-/// and parks on the I/O driver).
+/// Starts the thread that, while evaluations run, nudges the runtime behind `handle` every
+/// [`IO_TICK`] (an empty task: a parked worker wakes, runs it, and parks on the I/O driver).
+/// With nothing evaluating it sleeps until [`evaluate`] wakes it, so an idle server stays idle.
 pub fn keep_io_polled(handle: Handle) {
     let spawned = std::thread::Builder::new()
         .name("regent-io-tick".into())
         .spawn(move || loop {
+            if EVALUATING.load(Ordering::Relaxed) == 0 {
+                std::thread::park();
+                continue;
+            }
             std::thread::sleep(IO_TICK);
             if EVALUATING.load(Ordering::Relaxed) > 0 {
                 drop(handle.spawn(async {}));
             }
         });
-    if let Err(err) = spawned {
-        tracing::error!(error = %err, "Could not start the I/O tick thread.");
+    match spawned {
+        Ok(thread) => {
+            let _ = TICKER.set(thread.thread().clone());
+        }
+        Err(err) => tracing::error!(error = %err, "Could not start the I/O tick thread."),
     }
 }
