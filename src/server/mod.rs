@@ -5,6 +5,7 @@
 //! request, call the engine or a plugin, and render the answer.
 
 mod body;
+mod config;
 mod data;
 pub mod error;
 mod index;
@@ -74,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v0/data/{*path}", v0())
         .route("/v1/data", data())
         .route("/v1/data/{*path}", data())
+        .route("/v1/config", get(config::get))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
