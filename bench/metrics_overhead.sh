@@ -81,15 +81,16 @@ for url in "$ON" "$OFF"; do
   [ "$answer" = '{"result":true}' ] || { echo "unexpected answer from $url: $answer" >&2; exit 1; }
 done
 
-ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Server CPU time in nanoseconds: the sum of its threads' run time from schedstat (utime/stime
+# ticks are 10 ms, too coarse for a few seconds of load). The server's threads live as long as it.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
-# load PID URL SECONDS SCRIPT [CONNECTIONS] : prints "<requests> <requests/s> <server CPU ticks>".
+# load PID URL SECONDS SCRIPT [CONNECTIONS] : prints "<requests> <requests/s> <server CPU ns>".
 load() {
   local before after out
-  before=$(cpu_ticks "$1")
+  before=$(cpu_ns "$1")
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"${5:-$CONNECTIONS}" -d"$3s" -s "$4" "$2")
-  after=$(cpu_ticks "$1")
+  after=$(cpu_ns "$1")
   awk -v cpu="$((after - before))" '
     /requests in/ {n = $1}
     /^Requests\/sec:/ {rps = $2}
@@ -113,8 +114,8 @@ for round in $(seq 1 "$ROUNDS"); do
       read -r off_n off_rps off_cpu < <(load "$OFF_PID" "$OFF" "$SECONDS_PER_RUN" "$work/decide.lua")
     fi
   done
-  row=$(awk -v t="$ticks" -v a="$on_n" -v b="$on_rps" -v c="$on_cpu" -v d="$off_n" -v e="$off_rps" -v f="$off_cpu" \
-    'BEGIN {printf "%s %s %.2f %.2f", b, e, c / t * 1e6 / a, f / t * 1e6 / d}')
+  row=$(awk -v t=1e9 -v a="$on_n" -v b="$on_rps" -v c="$on_cpu" -v d="$off_n" -v e="$off_rps" -v f="$off_cpu" \
+    'BEGIN {if (a < 1 || d < 1) {print b, e, "nan", "nan"} else {printf "%s %s %.2f %.2f", b, e, c / t * 1e6 / a, f / t * 1e6 / d}}')
   results+=("$row")
   read -r r1 r2 c1 c2 <<<"$row"
   printf '%-6s %12s %12s %16s %16s\n' "$round" "$r1" "$r2" "$c1" "$c2"
@@ -122,8 +123,15 @@ done
 
 python3 - "${results[@]}" <<'EOF'
 import statistics, sys
+import math
 rows = [[float(x) for x in arg.split()] for arg in sys.argv[1:]]
-on_rps, off_rps, on_cpu, off_cpu = (list(col) for col in zip(*rows))
+# A run starved by the machine's other load (almost no requests served) says nothing: drop its round.
+kept = [r for r in rows if all(math.isfinite(x) and x > 0 for x in r) and min(r[0], r[1]) > 100]
+if len(kept) < len(rows):
+    print(f"(dropped {len(rows) - len(kept)} starved round(s))")
+if not kept:
+    sys.exit("no usable round")
+on_rps, off_rps, on_cpu, off_cpu = (list(col) for col in zip(*kept))
 med = statistics.median
 print(f"{'median':<6} {med(on_rps):12.0f} {med(off_rps):12.0f} {med(on_cpu):16.2f} {med(off_cpu):16.2f}")
 rps = med([a / b for a, b in zip(on_rps, off_rps)])
@@ -139,6 +147,6 @@ echo "scrape cost on the instrumented server ($(curl -s "$ON/metrics" | grep -vc
 printf 'wrk.path = "/metrics"\n' >"$work/plain.lua"
 for variant in "OpenMetrics + gzip (what Prometheus asks for):scrape.lua" "text 0.0.4, uncompressed:plain.lua"; do
   read -r n _ cpu < <(load "$ON_PID" "$ON" "$SECONDS_PER_RUN" "$work/${variant##*:}" 1)
-  awk -v l="${variant%%:*}" -v n="$n" -v c="$cpu" -v t="$ticks" \
+  awk -v l="${variant%%:*}" -v n="$n" -v c="$cpu" -v t=1e9 \
     'BEGIN {printf "  %s %d scrapes, server CPU %.2f s, %.3f ms per scrape\n", l, n, c / t, 1000 * c / t / n}'
 done
