@@ -95,6 +95,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
     let state = AppState::new(store, plugins, bundles, telemetry, config);
+    let status = start_status(&state);
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();
@@ -130,11 +131,38 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     shutdown.cancelled().await;
     tracing::info!("Shutting down...");
     let grace = Duration::from_secs(args.shutdown_grace_period);
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::error!("Graceful shutdown timed out; in-flight requests were dropped.");
+    }
+    if let Some(status) = status {
+        status
+            .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
     tracing::info!("Server shutdown.");
     Ok(())
+}
+
+/// Starts the status plugin when configured and publishes its view to `GET /v1/status`.
+fn start_status(state: &Arc<AppState>) -> Option<plugins::status::StatusPlugin> {
+    let config = state.config.status.clone()?;
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let plugin = plugins::status::StatusPlugin::start(
+        config,
+        plugins::status::Deps {
+            manager: state.plugins.clone(),
+            bundles: state.bundles.clone(),
+            telemetry: state.telemetry.clone(),
+            labels: plugins::status::payload::labels(&state.config.labels, &instance_id),
+            sender: None,
+        },
+    );
+    let _ = state.status.set(plugin.view());
+    Some(plugin)
 }
 
 fn serve(

@@ -11,10 +11,11 @@ mod index;
 mod middleware;
 pub mod params;
 mod reply;
+mod status;
 mod timers;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
@@ -24,6 +25,7 @@ use crate::build;
 use crate::config::Config;
 use crate::engine::{Snapshot, Store};
 use crate::plugins::bundle::BundleStatusBoard;
+use crate::plugins::status::StatusView;
 use crate::plugins::PluginManager;
 use crate::telemetry::Telemetry;
 
@@ -37,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-process request counter for the request log (`req_id`), starting at 1.
     pub request_ids: AtomicU64,
+    /// Set once when the status plugin starts; unset means `GET /v1/status` answers "not enabled".
+    pub status: OnceLock<Arc<StatusView>>,
 }
 
 impl AppState {
@@ -54,6 +58,7 @@ impl AppState {
             telemetry,
             config,
             request_ids: AtomicU64::new(0),
+            status: OnceLock::new(),
         })
     }
 }
@@ -73,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v0/data/{*path}", v0())
         .route("/v1/data", data())
         .route("/v1/data/{*path}", data())
+        .route("/v1/status", family(get(status::get)))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
