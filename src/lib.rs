@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod plugins;
+pub mod rest;
 pub mod server;
 pub mod telemetry;
 
@@ -89,13 +90,18 @@ async fn bind(addr: &str) -> Result<TcpListener, RunError> {
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(Config::load(args.config_file.as_deref(), &args.sets)?);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    // Built before listening so a bad CA file or client key stops the process here.
+    let services = Arc::new(rest::Services::build(&config)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
     let store = Arc::new(Store::new(Snapshot::build(draft)?));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
     let state = AppState::new(store, plugins, bundles, telemetry, config);
-    let status = start_status(&state);
+    let status = start_status(&state, &services);
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();
@@ -148,17 +154,25 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
 }
 
 /// Starts the status plugin when configured and publishes its view to `GET /v1/status`.
-fn start_status(state: &Arc<AppState>) -> Option<plugins::status::StatusPlugin> {
+fn start_status(
+    state: &Arc<AppState>,
+    services: &rest::Services,
+) -> Option<plugins::status::StatusPlugin> {
     let config = state.config.status.clone()?;
-    let instance_id = uuid::Uuid::new_v4().to_string();
+    // Config validation guarantees the service exists.
+    let sender = config
+        .service
+        .as_deref()
+        .and_then(|name| services.get(name))
+        .map(|client| client as Arc<dyn plugins::status::push::Sender>);
     let plugin = plugins::status::StatusPlugin::start(
         config,
         plugins::status::Deps {
             manager: state.plugins.clone(),
             bundles: state.bundles.clone(),
             telemetry: state.telemetry.clone(),
-            labels: plugins::status::payload::labels(&state.config.labels, &instance_id),
-            sender: None,
+            labels: state.config.labels.clone(),
+            sender,
         },
     );
     let _ = state.status.set(plugin.view());

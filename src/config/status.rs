@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
-
 use super::Validator;
 
 /// OPA's `bundle_loading_duration_ns` buckets: exponential, start 1000 ns, factor 2, 20 buckets.
@@ -69,8 +67,8 @@ pub fn parse(v: &mut Validator, services: &[String]) -> Option<StatusConfig> {
     }
     let service = v.string("status.service").filter(|s| !s.is_empty());
     let plugin = v.string("status.plugin");
-    let console = boolean(v, "status.console");
-    let prometheus = boolean(v, "status.prometheus");
+    let console = v.bool("status.console").unwrap_or(false);
+    let prometheus = v.bool("status.prometheus").unwrap_or(false);
     if plugin.is_none() && service.is_none() && services.is_empty() && !console && !prometheus {
         return None;
     }
@@ -105,8 +103,14 @@ pub fn parse(v: &mut Validator, services: &[String]) -> Option<StatusConfig> {
     let buckets = v
         .floats("status.prometheus_config.collectors.bundle_loading_duration_ns.buckets")
         .unwrap_or_else(default_bundle_loading_buckets);
-    let min_delay = seconds(v, "status.retry.min_delay_seconds").unwrap_or(DEFAULT_RETRY_MIN_DELAY);
-    let max_delay = seconds(v, "status.retry.max_delay_seconds").unwrap_or(DEFAULT_RETRY_MAX_DELAY);
+    let min_delay = v
+        .seconds("status.retry.min_delay_seconds")
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_RETRY_MIN_DELAY);
+    let max_delay = v
+        .seconds("status.retry.max_delay_seconds")
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_RETRY_MAX_DELAY);
     if min_delay.is_zero() || min_delay > max_delay {
         v.errors.push(format!(
             "status.retry: min_delay_seconds ({}) must be positive and at most max_delay_seconds ({})",
@@ -114,8 +118,11 @@ pub fn parse(v: &mut Validator, services: &[String]) -> Option<StatusConfig> {
             max_delay.as_secs_f64()
         ));
     }
-    let skip_unchanged = boolean(v, "status.skip_unchanged");
-    let heartbeat = seconds(v, "status.heartbeat_seconds").filter(|d| !d.is_zero());
+    let skip_unchanged = v.bool("status.skip_unchanged").unwrap_or(false);
+    let heartbeat = v
+        .seconds("status.heartbeat_seconds")
+        .map(Duration::from_secs_f64)
+        .filter(|d| !d.is_zero());
     Some(StatusConfig {
         service,
         partition_name,
@@ -132,48 +139,10 @@ pub fn parse(v: &mut Validator, services: &[String]) -> Option<StatusConfig> {
     })
 }
 
-/// The configured service names in config order (`services` as a map or as a list of entries
-/// with `name`). Only names: the services themselves are validated by the services config.
-pub fn service_names(raw: &Json) -> Vec<String> {
-    match raw.get("services") {
-        Some(Json::Object(map)) => map.keys().cloned().collect(),
-        Some(Json::Array(list)) => list
-            .iter()
-            .filter_map(|s| s.get("name").and_then(Json::as_str).map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn boolean(v: &mut Validator, key: &str) -> bool {
-    match v.get(key) {
-        None => false,
-        Some(Json::Bool(b)) => *b,
-        Some(other) => {
-            let msg = format!("{key}: expected a boolean, got {other}");
-            v.errors.push(msg);
-            false
-        }
-    }
-}
-
-/// A non-negative number of seconds (fractions allowed).
-fn seconds(v: &mut Validator, key: &str) -> Option<Duration> {
-    let value = v.get(key)?;
-    match value.as_f64() {
-        Some(s) if s >= 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-        _ => {
-            let msg = format!("{key}: expected a non-negative number of seconds, got {value}");
-            v.errors.push(msg);
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value as Json};
 
     fn run(raw: Json, services: &[&str]) -> (Option<StatusConfig>, Vec<String>) {
         let mut errors = Vec::new();

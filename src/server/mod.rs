@@ -5,9 +5,11 @@
 //! request, call the engine or a plugin, and render the answer.
 
 mod body;
+mod config;
 mod data;
 pub mod error;
 mod index;
+mod metrics;
 mod middleware;
 pub mod params;
 mod reply;
@@ -78,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v0/data/{*path}", v0())
         .route("/v1/data", data())
         .route("/v1/data/{*path}", data())
+        .route("/v1/config", get(config::get))
         .route("/v1/status", family(get(status::get)))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
@@ -102,7 +105,7 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::instrument,
+            middleware::instrument_diagnostic,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -114,6 +117,14 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(
+            "/metrics",
+            get(metrics::get).head(metrics::method_not_allowed),
+        )
+        .route(
+            "/metrics/alloc_bytes",
+            get(metrics::alloc_bytes).head(metrics::method_not_allowed),
+        )
 }
 
 /// The `provenance` object of Data API responses.

@@ -38,7 +38,7 @@ pub struct Deps {
     pub manager: Arc<PluginManager>,
     pub bundles: Arc<BundleStatusBoard>,
     pub telemetry: Arc<Telemetry>,
-    /// `labels` of the report: config labels plus `id` and `version` (see [`payload::labels`]).
+    /// `labels` of the report: the config labels, which include `id` and `version`.
     pub labels: BTreeMap<String, String>,
     /// The client of the configured status service; `None` when no service is configured.
     pub sender: Option<Arc<dyn Sender>>,
@@ -344,7 +344,7 @@ mod tests {
                 manager: manager.clone(),
                 bundles: board.clone(),
                 telemetry: telemetry.clone(),
-                labels: payload::labels(&BTreeMap::new(), "id-1"),
+                labels: BTreeMap::from([("id".to_string(), "id-1".to_string())]),
                 sender: Some(recorder.clone()),
             },
         );
@@ -388,7 +388,7 @@ mod tests {
                 manager: manager.clone(),
                 bundles: board.clone(),
                 telemetry: Arc::new(Telemetry::new(&Config::default())),
-                labels: payload::labels(&BTreeMap::new(), "id-1"),
+                labels: BTreeMap::from([("id".to_string(), "id-1".to_string())]),
                 sender: Some(recorder.clone()),
             },
         );

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
-use crate::build;
 use crate::plugins::bundle::status::BundleStatuses;
 use crate::plugins::PluginStatuses;
-use crate::telemetry::family::{MetricFamily, MetricType, MetricValue};
+use crate::telemetry::encode::status_json;
+use crate::telemetry::family::MetricFamily;
 
 /// The key of the metrics provider in `metrics`, as OPA names its Prometheus provider.
 const METRICS_PROVIDER: &str = "prometheus";
@@ -44,15 +44,6 @@ fn is_empty(plugins: &Arc<PluginStatuses>) -> bool {
     plugins.is_empty()
 }
 
-/// The config labels with `id` and `version` added; those two win over configured values, as in
-/// OPA.
-pub fn labels(configured: &BTreeMap<String, String>, id: &str) -> BTreeMap<String, String> {
-    let mut labels = configured.clone();
-    labels.insert("id".into(), id.to_string());
-    labels.insert("version".into(), build::VERSION.to_string());
-    labels
-}
-
 impl Report {
     pub fn build(
         labels: Arc<BTreeMap<String, String>>,
@@ -62,7 +53,7 @@ impl Report {
         Report {
             labels,
             bundles: inputs.bundles.clone(),
-            metrics: json!({ METRICS_PROVIDER: prometheus_json(families) }),
+            metrics: json!({ METRICS_PROVIDER: status_json(families) }),
             plugins: inputs.plugins.clone(),
         }
     }
@@ -99,72 +90,12 @@ impl Report {
     }
 }
 
-/// Every family in the protobuf-JSON form OPA's provider dump uses, keyed by family name:
-/// enum names for `type`, camelCase fields, 64-bit integers as strings.
-fn prometheus_json(families: &[MetricFamily]) -> Json {
-    let mut out = Map::new();
-    for family in families {
-        let kind = match family.kind {
-            MetricType::Counter => "COUNTER",
-            MetricType::Gauge => "GAUGE",
-            MetricType::Histogram => "HISTOGRAM",
-        };
-        let metrics: Vec<Json> = family
-            .metrics
-            .iter()
-            .map(|m| {
-                let mut entry = Map::new();
-                if !m.labels.is_empty() {
-                    let mut labels = m.labels.clone();
-                    labels.sort();
-                    entry.insert(
-                        "label".into(),
-                        labels
-                            .iter()
-                            .map(|(name, value)| json!({"name": name, "value": value}))
-                            .collect(),
-                    );
-                }
-                let (key, value) = match &m.value {
-                    MetricValue::Counter(v) => ("counter", json!({ "value": v })),
-                    MetricValue::Gauge(v) => ("gauge", json!({ "value": v })),
-                    MetricValue::Histogram {
-                        buckets,
-                        count,
-                        sum,
-                    } => (
-                        "histogram",
-                        json!({
-                            "sampleCount": count.to_string(),
-                            "sampleSum": sum,
-                            "bucket": buckets
-                                .iter()
-                                .map(|(bound, n)| json!({
-                                    "cumulativeCount": n.to_string(),
-                                    "upperBound": bound,
-                                }))
-                                .collect::<Vec<_>>(),
-                        }),
-                    ),
-                };
-                entry.insert(key.into(), value);
-                Json::Object(entry)
-            })
-            .collect();
-        out.insert(
-            family.name.clone(),
-            json!({"name": family.name, "help": family.help, "type": kind, "metric": metrics}),
-        );
-    }
-    Json::Object(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plugins::bundle::BundleStatus;
     use crate::plugins::{PluginStatus, State};
-    use crate::telemetry::family::Metric;
+    use crate::telemetry::family::{Metric, MetricType, MetricValue};
     use chrono::Utc;
 
     fn inputs() -> Inputs {
@@ -183,13 +114,10 @@ mod tests {
 
     #[test]
     fn report_has_opas_shape() {
-        let labels = Arc::new(labels(
-            &BTreeMap::from([
-                ("region".to_string(), "eu".to_string()),
-                ("id".to_string(), "mine".to_string()),
-            ]),
-            "abc",
-        ));
+        let labels = Arc::new(BTreeMap::from([
+            ("region".to_string(), "eu".to_string()),
+            ("id".to_string(), "abc".to_string()),
+        ]));
         let families = vec![MetricFamily {
             name: "bundle_loaded_counter".into(),
             help: "Counter for the bundle loaded.".into(),
@@ -200,10 +128,7 @@ mod tests {
             }],
         }];
         let v = serde_json::to_value(Report::build(labels, &inputs(), &families)).unwrap();
-        assert_eq!(
-            v["labels"],
-            json!({"id": "abc", "region": "eu", "version": build::VERSION})
-        );
+        assert_eq!(v["labels"], json!({"id": "abc", "region": "eu"}));
         assert_eq!(v["plugins"], json!({"status": {"state": "OK"}}));
         assert_eq!(v["bundles"]["authz"]["name"], "authz");
         assert_eq!(
@@ -221,11 +146,7 @@ mod tests {
 
     #[test]
     fn bundles_omitted_before_the_first_bundle_event() {
-        let report = Report::build(
-            Arc::new(labels(&BTreeMap::new(), "x")),
-            &Inputs::default(),
-            &[],
-        );
+        let report = Report::build(Arc::new(BTreeMap::new()), &Inputs::default(), &[]);
         let v = serde_json::to_value(report).unwrap();
         assert!(v.get("bundles").is_none());
         assert!(v.get("plugins").is_none());
@@ -233,33 +154,8 @@ mod tests {
     }
 
     #[test]
-    fn histograms_use_string_counts() {
-        let families = vec![MetricFamily {
-            name: "h".into(),
-            help: "x".into(),
-            kind: MetricType::Histogram,
-            metrics: vec![Metric {
-                labels: vec![],
-                value: MetricValue::Histogram {
-                    buckets: vec![(1000.0, 1), (2000.0, 3)],
-                    count: 3,
-                    sum: 4500.0,
-                },
-            }],
-        }];
-        let v = prometheus_json(&families);
-        assert_eq!(
-            v["h"]["metric"][0],
-            json!({"histogram": {"sampleCount": "3", "sampleSum": 4500.0, "bucket": [
-                {"cumulativeCount": "1", "upperBound": 1000.0},
-                {"cumulativeCount": "3", "upperBound": 2000.0},
-            ]}})
-        );
-    }
-
-    #[test]
     fn fingerprint_ignores_timestamps_and_timers_only() {
-        let labels = Arc::new(labels(&BTreeMap::new(), "x"));
+        let labels = Arc::new(BTreeMap::new());
         let a = Report::build(labels.clone(), &inputs(), &[]);
         let mut later = inputs();
         let bundles = Arc::make_mut(later.bundles.as_mut().unwrap());

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::status::RetryPolicy;
+use crate::rest::{status_text, HeaderTimeout, ServiceClient};
 
 /// One report ready to send. `seq` orders reports; `force` is set on heartbeats, which are sent
 /// even when unchanged.
@@ -47,6 +48,39 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PushError>> + S
 /// service client's business). Any 2xx is success.
 pub trait Sender: Send + Sync {
     fn post<'a>(&'a self, path: &'a str, body: Bytes) -> SendFuture<'a>;
+}
+
+/// The configured service's client: its URL, headers, credentials, TLS, User-Agent and
+/// `response_header_timeout_seconds` (a hung receiver counts as a failure and is retried).
+impl Sender for ServiceClient {
+    fn post<'a>(&'a self, path: &'a str, body: Bytes) -> SendFuture<'a> {
+        Box::pin(async move {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+            let resp = self
+                .send(
+                    reqwest::Method::POST,
+                    path,
+                    headers,
+                    Some(body.to_vec()),
+                    HeaderTimeout::Service,
+                )
+                .await
+                .map_err(|e| PushError::Transport(e.to_string()))?;
+            let code = resp.status().as_u16();
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(PushError::Status {
+                    code,
+                    reason: status_text(code),
+                })
+            }
+        })
+    }
 }
 
 /// OPA's status path: `/status`, or `/status/<partition_name>`.
