@@ -399,3 +399,376 @@ fn heartbeat_sends_unchanged_status_periodically() {
         assert_eq!(plugin_state(&r.body, "status").as_deref(), Some("OK"));
     }
 }
+
+/// regent's pieces wired in-process as `run` wires them, so a test can play the bundle plugin's
+/// part on the status board and read `/metrics` from the real router.
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    state: Arc<regent::server::AppState>,
+    plugin: Option<regent::plugins::status::StatusPlugin>,
+    url: String,
+}
+
+impl InProcess {
+    fn start(raw: Value) -> InProcess {
+        use regent::plugins::status::{push::Sender, Deps, StatusPlugin};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = Arc::new(regent::config::Config::from_raw(raw).unwrap());
+        let services = regent::rest::Services::build(&config).unwrap();
+        let state = regent::server::AppState::new(
+            Arc::new(regent::engine::Store::new(regent::engine::Snapshot::empty())),
+            Arc::new(regent::plugins::PluginManager::new()),
+            Arc::new(regent::plugins::bundle::BundleStatusBoard::default()),
+            Arc::new(regent::telemetry::Telemetry::new(&config)),
+            config.clone(),
+        );
+        let status = config.status.clone().unwrap();
+        let sender = status
+            .service
+            .as_deref()
+            .and_then(|s| services.get(s))
+            .map(|c| c as Arc<dyn Sender>);
+        let plugin = runtime.block_on(async {
+            StatusPlugin::start(
+                status,
+                Deps {
+                    manager: state.plugins.clone(),
+                    bundles: state.bundles.clone(),
+                    telemetry: state.telemetry.clone(),
+                    labels: config.labels.clone(),
+                    sender,
+                },
+            )
+        });
+        let _ = state.status.set(plugin.view());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = regent::server::router(state.clone());
+        runtime.spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, service).await.unwrap();
+        });
+        InProcess {
+            runtime,
+            state,
+            plugin: Some(plugin),
+            url,
+        }
+    }
+
+    fn get(&self, path: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::get(format!("{}{}", self.url, path)).unwrap()
+    }
+
+    fn stop(&mut self) {
+        let plugin = self.plugin.take().unwrap();
+        self.runtime.block_on(plugin.stop(Duration::from_secs(5)));
+    }
+}
+
+/// The value of one sample on `/metrics` (text format), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[test]
+fn reports_a_bundles_life_in_opas_format() {
+    use chrono::{DateTime, Utc};
+    use regent::plugins::bundle::BundleStatus;
+    use regent::plugins::{PluginStatus, State};
+
+    let receiver = Receiver::start();
+    let mut regent = InProcess::start(json!({
+        "services": {"acme": {"url": receiver.url()}},
+        "labels": {"team": "payments"},
+        "status": {"service": "acme", "prometheus": true},
+    }));
+    let id = regent.state.config.labels["id"].clone();
+    let board = regent.state.bundles.clone();
+    let manager = regent.state.plugins.clone();
+    let rfc3339 = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let expect = |what: &str, bundle: Value, bundle_state: &str| -> Received {
+        let got = receiver.wait_for(what, |r| {
+            r.body["bundles"]["authz"] == bundle
+                && plugin_state(&r.body, "bundle").as_deref() == Some(bundle_state)
+        });
+        // The full payload, field by field, as OPA's UpdateRequestV1.
+        let body = got.body.as_object().unwrap();
+        let keys: Vec<&str> = body.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["labels", "bundles", "metrics", "plugins"], "{what}");
+        assert_eq!(
+            body["labels"],
+            json!({"id": id, "team": "payments", "version": env!("CARGO_PKG_VERSION")})
+        );
+        assert_eq!(
+            body["plugins"],
+            json!({"bundle": {"state": bundle_state}, "status": {"state": "OK"}})
+        );
+        assert_eq!(body["bundles"].as_object().unwrap().len(), 1);
+        assert!(body["metrics"]["prometheus"]["opa_info"].is_object());
+        got
+    };
+
+    // Not yet activated: registered, nothing downloaded.
+    manager.register("bundle");
+    board.update("authz", |_| {});
+    expect(
+        "a never-activated bundle",
+        json!({
+            "name": "authz",
+            "last_request": ZERO_TIME,
+            "last_successful_request": ZERO_TIME,
+            "last_successful_download": ZERO_TIME,
+            "last_successful_activation": ZERO_TIME,
+        }),
+        "NOT_READY",
+    );
+
+    // A failed download: the server answered 404.
+    let t1 = Utc::now();
+    board.update("authz", |s| {
+        s.last_request = Some(t1);
+        s.code = "bundle_error".into();
+        s.message = "server replied with Not Found".into();
+        s.http_code = Some(404);
+    });
+    expect(
+        "a failed download",
+        json!({
+            "name": "authz",
+            "last_request": rfc3339(t1),
+            "last_successful_request": ZERO_TIME,
+            "last_successful_download": ZERO_TIME,
+            "last_successful_activation": ZERO_TIME,
+            "code": "bundle_error",
+            "message": "server replied with Not Found",
+            "http_code": 404,
+        }),
+        "NOT_READY",
+    );
+
+    // Activated.
+    let t2 = Utc::now();
+    board.update("authz", |s| {
+        s.clear_error();
+        s.last_request = Some(t2);
+        s.last_successful_request = Some(t2);
+        s.last_successful_download = Some(t2);
+        s.last_successful_activation = Some(t2);
+        s.active_revision = "r1".into();
+        s.kind = "snapshot".into();
+        s.size = 321;
+        s.metrics = [
+            ("timer_bundle_request_ns".to_string(), 1_500u64),
+            ("timer_rego_module_parse_ns".to_string(), 30_000),
+        ]
+        .into();
+    });
+    manager.update("bundle", PluginStatus::new(State::Ok));
+    let activated = json!({
+        "name": "authz",
+        "active_revision": "r1",
+        "last_request": rfc3339(t2),
+        "last_successful_request": rfc3339(t2),
+        "last_successful_download": rfc3339(t2),
+        "last_successful_activation": rfc3339(t2),
+        "metrics": {"timer_bundle_request_ns": 1500, "timer_rego_module_parse_ns": 30000},
+        "type": "snapshot",
+        "size": 321,
+    });
+    expect("an activated bundle", activated.clone(), "OK");
+
+    // A new revision with bad Rego: downloaded, not activated, AST errors reported.
+    let t3 = Utc::now();
+    board.update("authz", |s| {
+        s.last_request = Some(t3);
+        s.last_successful_request = Some(t3);
+        s.last_successful_download = Some(t3);
+        s.code = "bundle_error".into();
+        s.message = "error(s) occurred while compiling module(s)".into();
+        s.errors = vec![regent::engine::RegoError {
+            code: "rego_parse_error".into(),
+            message: "unexpected eof token".into(),
+            location: Some(regent::engine::error::Location {
+                file: "authz/policy.rego".into(),
+                row: 3,
+                col: 1,
+            }),
+        }];
+    });
+    let mut broken = activated.clone();
+    broken["last_request"] = json!(rfc3339(t3));
+    broken["last_successful_request"] = json!(rfc3339(t3));
+    broken["last_successful_download"] = json!(rfc3339(t3));
+    broken["code"] = json!("bundle_error");
+    broken["message"] = json!("error(s) occurred while compiling module(s)");
+    broken["errors"] = json!([{
+        "code": "rego_parse_error",
+        "message": "unexpected eof token",
+        "location": {"file": "authz/policy.rego", "row": 3, "col": 1},
+    }]);
+    expect("a bundle with bad Rego", broken, "OK");
+
+    // Fixed: the next revision activates and the errors are gone.
+    let t4 = Utc::now();
+    board.update("authz", |s| {
+        s.clear_error();
+        s.last_request = Some(t4);
+        s.last_successful_request = Some(t4);
+        s.last_successful_download = Some(t4);
+        s.last_successful_activation = Some(t4);
+        s.active_revision = "r2".into();
+    });
+    let mut fixed = activated;
+    for field in [
+        "last_request",
+        "last_successful_request",
+        "last_successful_download",
+        "last_successful_activation",
+    ] {
+        fixed[field] = json!(rfc3339(t4));
+    }
+    fixed["active_revision"] = json!("r2");
+    let last = expect("the fixed bundle", fixed, "OK");
+    assert_eq!(last.path, "/status");
+
+    // GET /v1/status shows the same statuses.
+    let (code, body) = json(regent.get("/v1/status"));
+    assert_eq!(code, 200);
+    assert_eq!(body["result"]["bundles"], last.body["bundles"]);
+    assert_eq!(body["result"]["plugins"], last.body["plugins"]);
+
+    // The status series on the real /metrics, with OPA's names (no _total) and quirks.
+    let metrics = regent.get("/metrics").text().unwrap();
+    for help in [
+        "# HELP bundle_loaded_counter Counter for the bundle loaded.",
+        "# TYPE bundle_loaded_counter counter",
+        "# HELP bundle_failed_load_counter Counter for the failed bundle load.",
+        "# TYPE bundle_failed_load_counter counter",
+        "# HELP last_success_bundle_activation Gauge for the last success bundle activation.",
+        "# HELP bundle_loading_duration_ns Histogram for the bundle loading duration by stage.",
+        "# TYPE bundle_loading_duration_ns histogram",
+        "# HELP plugin_status_gauge Gauge for the plugin by status.",
+        "# HELP opa_info Information about the OPA environment.",
+    ] {
+        assert!(metrics.contains(help), "missing {help:?} in\n{metrics}");
+    }
+    assert!(!metrics.contains("bundle_loaded_counter_total"));
+    let n = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        n(&format!(
+            r#"opa_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    assert_eq!(n(r#"plugin_status_gauge{name="bundle",status="OK"}"#), 1.0);
+    assert!(sample(
+        &metrics,
+        r#"plugin_status_gauge{name="bundle",status="NOT_READY"}"#
+    )
+    .is_none());
+    // Counters count updates: at least one per stage that was reported.
+    assert!(n(r#"bundle_loaded_counter{name="authz"}"#) >= 2.0);
+    assert!(n(r#"bundle_failed_load_counter{code="",message="",name="authz"}"#) >= 1.0);
+    assert!(
+        n(
+            r#"bundle_failed_load_counter{code="bundle_error",message="server replied with Not Found",name="authz"}"#
+        ) >= 1.0
+    );
+    assert!(
+        n(
+            r#"bundle_failed_load_counter{code="bundle_error",message="error(s) occurred while compiling module(s)",name="authz"}"#
+        ) >= 1.0
+    );
+    let t4_ns = t4.timestamp_nanos_opt().unwrap() as f64;
+    assert_eq!(
+        n(r#"last_success_bundle_activation{active_revision="r2",name="authz"}"#),
+        t4_ns
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"last_success_bundle_activation{active_revision="r1",name="authz"}"#
+        )
+        .is_none(),
+        "old revisions disappear"
+    );
+    assert_eq!(n(r#"last_bundle_request{name="authz"}"#), t4_ns);
+    assert_eq!(n(r#"last_success_bundle_download{name="authz"}"#), t4_ns);
+    assert_eq!(n(r#"last_success_bundle_request{name="authz"}"#), t4_ns);
+    assert!(
+        n(r#"bundle_loading_duration_ns_count{name="authz",stage="timer_bundle_request_ns"}"#)
+            >= 3.0
+    );
+    assert!(
+        n(
+            r#"bundle_loading_duration_ns_bucket{name="authz",stage="timer_bundle_request_ns",le="1000"}"#
+        ) == 0.0
+    );
+    assert!(
+        n(
+            r#"bundle_loading_duration_ns_bucket{name="authz",stage="timer_bundle_request_ns",le="2000"}"#
+        ) >= 3.0
+    );
+    assert!(
+        metrics.contains(r#"le="5.24288e+08""#),
+        "OPA's default buckets"
+    );
+
+    regent.stop();
+    assert_eq!(manager.status("status").unwrap().state, State::NotReady);
+}
+
+#[test]
+fn skip_unchanged_skips_polls_that_change_only_timestamps() {
+    use chrono::Utc;
+    let receiver = Receiver::start();
+    let regent = InProcess::start(json!({
+        "services": {"acme": {"url": receiver.url()}},
+        "status": {"skip_unchanged": true},
+    }));
+    let board = regent.state.bundles.clone();
+    board.update("authz", |s| {
+        s.active_revision = "r1".into();
+        s.last_successful_activation = Some(Utc::now());
+    });
+    receiver.wait_for("the activation", |r| {
+        r.body["bundles"]["authz"]["active_revision"] == "r1"
+    });
+    let before = receiver.requests().len();
+    // Ten 304 polls: only timestamps and timers change.
+    for i in 0..10 {
+        board.update("authz", |s| {
+            s.last_request = Some(Utc::now());
+            s.last_successful_request = s.last_request;
+            s.metrics = [("timer_bundle_request_ns".to_string(), 1000 + i)].into();
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        receiver.requests().len(),
+        before,
+        "unchanged polls are not sent"
+    );
+    // A real change is.
+    board.update("authz", |s| s.active_revision = "r2".into());
+    receiver.wait_for("the new revision", |r| {
+        r.body["bundles"]["authz"]["active_revision"] == "r2"
+    });
+    assert_eq!(receiver.requests().len(), before + 1);
+}
