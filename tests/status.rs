@@ -485,7 +485,6 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 #[test]
 fn reports_a_bundles_life_in_opas_format() {
     use chrono::{DateTime, Utc};
-    use regent::plugins::bundle::BundleStatus;
     use regent::plugins::{PluginStatus, State};
 
     let receiver = Receiver::start();
