@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ struct Inbox {
     requests: Mutex<Vec<Received>>,
     /// Answer with this status instead of 200 when non-zero.
     fail_with: AtomicU16,
+    /// Hold each request this long before answering (a hung receiver).
+    delay_ms: AtomicU64,
 }
 
 /// An HTTP receiver standing in for a control plane: records every request, can be told to fail,
@@ -69,6 +71,11 @@ impl Receiver {
             headers: HeaderMap,
             body: Bytes,
         ) -> StatusCode {
+            let delay = inbox.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                return StatusCode::OK;
+            }
             let code = inbox.fail_with.load(Ordering::SeqCst);
             if code != 0 {
                 return StatusCode::from_u16(code).unwrap();
@@ -122,6 +129,12 @@ impl Receiver {
 
     fn fail_with(&self, code: u16) {
         self.inbox.fail_with.store(code, Ordering::SeqCst);
+    }
+
+    fn hang_for(&self, delay: Duration) {
+        self.inbox
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn requests(&self) -> Vec<Received> {
@@ -770,4 +783,70 @@ fn skip_unchanged_skips_polls_that_change_only_timestamps() {
         r.body["bundles"]["authz"]["active_revision"] == "r2"
     });
     assert_eq!(receiver.requests().len(), before + 1);
+}
+
+#[test]
+fn a_hung_receiver_times_out_and_is_retried_without_blocking_requests() {
+    let receiver = Receiver::start();
+    receiver.hang_for(Duration::from_secs(5));
+    let (srv, _dir) = start_with_config(
+        &service_config(
+            &receiver,
+            "  retry:\n    min_delay_seconds: 0.1\n    max_delay_seconds: 0.5\n",
+        ),
+        &[],
+    );
+    // The push waits for the 2 s response header timeout; requests are served meanwhile.
+    let started = Instant::now();
+    let (code, _) = json(srv.get("/v1/status"));
+    assert_eq!(code, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("status update failed: request failed: timeout"))
+    {
+        assert!(Instant::now() < deadline, "{:#?}", srv.log_lines());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    receiver.hang_for(Duration::ZERO);
+    receiver.wait_for("the status after the timeouts", |r| {
+        plugin_state(&r.body, "status").as_deref() == Some("OK")
+    });
+}
+
+#[test]
+fn an_undelivered_report_is_flushed_on_shutdown() {
+    let receiver = Receiver::start();
+    receiver.fail_with(500);
+    // After the first failure the next retry is 10-20 s away: only the shutdown flush can
+    // deliver within the test.
+    let (srv, _dir) = start_with_config(
+        &service_config(
+            &receiver,
+            "  retry:\n    min_delay_seconds: 20\n    max_delay_seconds: 20\n",
+        ),
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("server replied with HTTP 500 Internal Server Error"))
+    {
+        assert!(Instant::now() < deadline, "{:#?}", srv.log_lines());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    receiver.fail_with(0);
+    let started = Instant::now();
+    let logs = srv.logs.clone();
+    let exit = srv.terminate();
+    assert!(exit.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let got = receiver.requests();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(plugin_state(&got[0].body, "status").as_deref(), Some("OK"));
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(logs.contains("Stopping status reporter."), "{logs}");
 }
