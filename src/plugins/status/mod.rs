@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::status::{StatusConfig, Trigger};
+use crate::plugins::bundle::status::BundleStatuses;
 use crate::plugins::bundle::BundleStatusBoard;
-use crate::plugins::{PluginManager, PluginStatus, State};
+use crate::plugins::{PluginManager, PluginStatus, PluginStatuses, State};
 use crate::telemetry::Telemetry;
 
 use metrics::StatusSeries;
@@ -173,9 +174,7 @@ impl StatusPlugin {
 }
 
 /// The board's statuses once the bundle plugin has published any.
-fn published(
-    bundles: &Arc<crate::plugins::bundle::status::BundleStatuses>,
-) -> Option<Arc<crate::plugins::bundle::status::BundleStatuses>> {
+fn published(bundles: &Arc<BundleStatuses>) -> Option<Arc<BundleStatuses>> {
     (!bundles.is_empty()).then(|| bundles.clone())
 }
 
@@ -191,8 +190,8 @@ struct EventLoop {
 impl EventLoop {
     async fn run(
         mut self,
-        mut plugins_rx: watch::Receiver<Arc<crate::plugins::PluginStatuses>>,
-        mut bundles_rx: watch::Receiver<Arc<crate::plugins::bundle::status::BundleStatuses>>,
+        mut plugins_rx: watch::Receiver<Arc<PluginStatuses>>,
+        mut bundles_rx: watch::Receiver<Arc<BundleStatuses>>,
         heartbeat_request: Arc<Notify>,
         stop: CancellationToken,
     ) {
