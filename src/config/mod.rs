@@ -3,6 +3,8 @@
 //! The file is read raw (a JSON tree), overrides are applied to the tree, and only then is it
 //! validated into [`Config`]; every problem found is reported at once with its key path.
 
+pub mod health;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub default_decision: String,
     pub default_authorization_decision: String,
     pub labels: BTreeMap<String, String>,
+    /// Regent's `health:` section (opt-in `/health` checks beyond OPA's).
+    pub health: health::HealthConfig,
 }
 
 #[derive(Debug, Error)]
@@ -114,6 +118,7 @@ impl Config {
             .string("default_authorization_decision")
             .unwrap_or_else(|| DEFAULT_AUTHORIZATION_DECISION.into());
         let labels = v.string_map("labels");
+        let health = health::parse(&raw, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -130,6 +135,7 @@ impl Config {
             default_decision: normalise_decision(&default_decision),
             default_authorization_decision: normalise_decision(&default_authorization_decision),
             labels,
+            health,
             raw,
         })
     }
