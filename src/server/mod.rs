@@ -7,6 +7,7 @@
 mod body;
 mod data;
 pub mod error;
+pub mod health;
 mod index;
 mod middleware;
 pub mod params;
@@ -108,6 +109,8 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/health", get(health::get))
+        .route("/health/{*path}", get(health::get_path))
 }
 
 /// The `provenance` object of Data API responses.
