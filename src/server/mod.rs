@@ -7,7 +7,7 @@
 mod body;
 mod data;
 pub mod error;
-pub mod health;
+mod health;
 mod index;
 mod middleware;
 pub mod params;
