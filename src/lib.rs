@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod plugins;
+pub mod rest;
 pub mod server;
 pub mod telemetry;
 
@@ -91,6 +92,11 @@ async fn bind(addr: &str) -> Result<TcpListener, RunError> {
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(Config::load(args.config_file.as_deref(), &args.sets)?);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    // Built before listening so a bad CA file or client key stops the process here.
+    let _services = Arc::new(rest::Services::build(&config)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
     let store = Arc::new(Store::new(Snapshot::build(draft)?));
     let plugins = Arc::new(PluginManager::new());

@@ -5,10 +5,12 @@
 //! request, call the engine or a plugin, and render the answer.
 
 mod body;
+mod config;
 mod data;
 pub mod error;
 mod health;
 mod index;
+mod metrics;
 mod middleware;
 pub mod params;
 mod reply;
@@ -74,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v0/data/{*path}", v0())
         .route("/v1/data", data())
         .route("/v1/data/{*path}", data())
+        .route("/v1/config", get(config::get))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
@@ -97,7 +100,7 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::instrument,
+            middleware::instrument_diagnostic,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -111,6 +114,14 @@ fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/health", get(health::get))
         .route("/health/{*path}", get(health::get_path))
+        .route(
+            "/metrics",
+            get(metrics::get).head(metrics::method_not_allowed),
+        )
+        .route(
+            "/metrics/alloc_bytes",
+            get(metrics::alloc_bytes).head(metrics::method_not_allowed),
+        )
 }
 
 /// The `provenance` object of Data API responses.
