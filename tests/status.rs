@@ -376,6 +376,33 @@ fn prometheus_series_are_in_the_registry() {
         "label": [{"name": "name", "value": "status"}, {"name": "status", "value": "OK"}],
         "gauge": {"value": 1.0},
     })));
+
+    // The same series on /metrics of the main and the diagnostic listener.
+    let metrics = srv.get("/metrics").text().unwrap();
+    assert!(metrics.contains(
+        "# HELP opa_info Information about the OPA environment.\n# TYPE opa_info gauge\n"
+    ));
+    let opa_info = format!(r#"opa_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&metrics, &opa_info), Some(1.0), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"plugin_status_gauge{name="status",status="OK"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn status_series_are_absent_without_prometheus() {
+    let (srv, _dir) = start_with_config("status:\n  console: true\n", &[]);
+    let metrics = srv.get("/metrics").text().unwrap();
+    assert!(
+        metrics.contains("http_request_duration_seconds"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("opa_info"));
+    assert!(!metrics.contains("plugin_status_gauge"));
 }
 
 #[test]
