@@ -397,10 +397,7 @@ fn prometheus_series_are_in_the_registry() {
 fn status_series_are_absent_without_prometheus() {
     let (srv, _dir) = start_with_config("status:\n  console: true\n", &[]);
     let metrics = srv.get("/metrics").text().unwrap();
-    assert!(
-        metrics.contains("http_request_duration_seconds"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("# HELP "), "{metrics}");
     assert!(!metrics.contains("opa_info"));
     assert!(!metrics.contains("plugin_status_gauge"));
 }
