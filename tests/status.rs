@@ -464,10 +464,11 @@ fn heartbeat_sends_unchanged_status_periodically() {
         &[],
     );
     receiver.wait_for("a first update", |_| true);
-    std::thread::sleep(Duration::from_millis(2200));
+    std::thread::sleep(Duration::from_millis(2500));
+    // About five heartbeats; bounds leave room for a loaded machine.
     let got = receiver.requests();
     assert!(got.len() >= 3, "heartbeats: {}", got.len());
-    assert!(got.len() <= 7, "heartbeats: {}", got.len());
+    assert!(got.len() <= 8, "heartbeats: {}", got.len());
     for r in &got {
         assert_eq!(plugin_state(&r.body, "status").as_deref(), Some("OK"));
     }
