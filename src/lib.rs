@@ -94,12 +94,22 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         tracing::warn!("{warning}");
     }
     // Built before listening so a bad CA file or client key stops the process here.
-    let _services = Arc::new(rest::Services::build(&config)?);
+    let services = Arc::new(rest::Services::build(&config)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
     let store = Arc::new(Store::new(Snapshot::build(draft)?));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
+    // Persisted and file:// bundles are active before the first request is served.
+    let bundle_plugin = plugins::bundle::BundlePlugin::start(plugins::bundle::plugin::Context {
+        config: config.clone(),
+        services: services.clone(),
+        store: store.clone(),
+        plugins: plugins.clone(),
+        board: bundles.clone(),
+        rego_v1: !args.v0_compatible,
+    })
+    .await;
     let state = AppState::new(store, plugins, bundles, telemetry, config);
 
     let tracker = TaskTracker::new();
@@ -135,6 +145,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
 
     shutdown.cancelled().await;
     tracing::info!("Shutting down...");
+    if let Some(plugin) = bundle_plugin {
+        plugin.stop().await;
+    }
     let grace = Duration::from_secs(args.shutdown_grace_period);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::error!("Graceful shutdown timed out; in-flight requests were dropped.");
