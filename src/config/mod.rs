@@ -57,6 +57,9 @@ pub struct DecodingLimits {
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub http_request_duration_buckets: Vec<f64>,
+    /// `server.metrics.http_instrumentation` (regent only, default true): a diagnostic knob that
+    /// stops observing HTTP requests, to measure what the observation costs. `/metrics` stays.
+    pub http_instrumentation: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +151,9 @@ impl Config {
         let buckets = v
             .floats("server.metrics.prom.http_request_duration_seconds.buckets")
             .unwrap_or_else(|| DEFAULT_HTTP_BUCKETS.to_vec());
+        let http_instrumentation = v
+            .bool("server.metrics.http_instrumentation")
+            .unwrap_or(true);
         let default_decision = v
             .string("default_decision")
             .unwrap_or_else(|| DEFAULT_DECISION.into());
@@ -186,6 +192,7 @@ impl Config {
                 },
                 metrics: MetricsConfig {
                     http_request_duration_buckets: buckets,
+                    http_instrumentation,
                 },
             },
             default_decision: normalise_decision(&default_decision),
@@ -422,6 +429,7 @@ mod tests {
         assert_eq!(c.server.decoding.max_length, DEFAULT_MAX_LENGTH);
         assert_eq!(c.default_decision, "/system/main");
         assert_eq!(c.server.metrics.http_request_duration_buckets.len(), 10);
+        assert!(c.server.metrics.http_instrumentation);
     }
 
     #[test]
@@ -429,8 +437,10 @@ mod tests {
         let mut raw = Json::Object(Map::new());
         apply_set(&mut raw, "server.decoding.max_length=10").unwrap();
         apply_set(&mut raw, "default_decision=a/b").unwrap();
+        apply_set(&mut raw, "server.metrics.http_instrumentation=false").unwrap();
         let c = Config::from_raw(raw).unwrap();
         assert_eq!(c.server.decoding.max_length, 10);
+        assert!(!c.server.metrics.http_instrumentation);
         assert_eq!(c.default_decision, "/a/b");
 
         let raw = serde_json::json!({"server": {"decoding": {"max_length": "x"}}, "labels": []});

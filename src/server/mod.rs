@@ -9,6 +9,7 @@ mod config;
 mod data;
 pub mod error;
 mod index;
+mod metrics;
 mod middleware;
 pub mod params;
 mod reply;
@@ -98,7 +99,7 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::instrument,
+            middleware::instrument_diagnostic,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -110,6 +111,14 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(
+            "/metrics",
+            get(metrics::get).head(metrics::method_not_allowed),
+        )
+        .route(
+            "/metrics/alloc_bytes",
+            get(metrics::alloc_bytes).head(metrics::method_not_allowed),
+        )
 }
 
 /// The `provenance` object of Data API responses.
