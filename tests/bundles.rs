@@ -106,6 +106,11 @@ struct Nginx {
 
 impl Nginx {
     fn start(www: &Path, port: u16) -> Nginx {
+        Self::start_with(www, port, "", "")
+    }
+
+    /// `listen_flags` go on the `listen` line (`ssl`), `server_extra` inside `server {}`.
+    fn start_with(www: &Path, port: u16, listen_flags: &str, server_extra: &str) -> Nginx {
         let prefix = tempfile::tempdir().unwrap();
         let p = prefix.path().display();
         let conf = format!(
@@ -124,8 +129,9 @@ http {{
   uwsgi_temp_path {p}/uwsgi;
   scgi_temp_path {p}/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port} {listen_flags};
     root {www};
+    {server_extra}
   }}
 }}
 "#,
@@ -157,6 +163,10 @@ http {{
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     fn access_log(&self) -> Vec<String> {
@@ -1074,5 +1084,111 @@ fn requests_never_wait_for_downloads() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Runs `openssl` (Debian's `openssl` package) with `args` in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let status = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is required for the TLS test");
+    assert!(status.success(), "openssl {args}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+fn certificates(dir: &Path) {
+    openssl(dir, "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=regent-test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign");
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(dir, &format!("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key -out {name}.csr -subj /CN=127.0.0.1"));
+        openssl(dir, &format!("x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"));
+    }
+}
+
+#[test]
+fn tls_ca_cert_and_client_certificates_against_nginx() {
+    let www = tempfile::tempdir().unwrap();
+    publish(
+        &www.path().join("bundles/authz"),
+        &authz_bundle("tls", &["dave"]),
+        0,
+    );
+    let pki = tempfile::tempdir().unwrap();
+    certificates(pki.path());
+    let p = pki.path().display();
+    let nginx = Nginx::start_with(
+        www.path(),
+        free_port(),
+        "ssl",
+        &format!(
+            "ssl_certificate {p}/server.pem; ssl_certificate_key {p}/server.key; \
+             ssl_client_certificate {p}/ca.pem; ssl_verify_client on;"
+        ),
+    );
+    let config = format!(
+        r#"services:
+  mtls:
+    url: {url}
+    tls: {{ca_cert: {p}/ca.pem}}
+    credentials:
+      client_tls: {{cert: {p}/client.pem, private_key: {p}/client.key}}
+  no_client_cert:
+    url: {url}
+    tls: {{ca_cert: {p}/ca.pem}}
+  untrusted:
+    url: {url}
+bundles:
+  authz:
+    service: mtls
+    {poll}
+  anonymous:
+    service: no_client_cert
+    resource: bundles/authz
+    {poll}
+  unverified:
+    service: untrusted
+    resource: bundles/authz
+    {poll}
+"#,
+        url = nginx.https_url(),
+        poll = fast_polling()
+    );
+    let (srv, _cfg) = start(&config, &[]);
+    wait_for(
+        "activation over mutual TLS",
+        Duration::from_secs(15),
+        || allowed(&srv, "dave") == json!(true),
+    );
+    // Without a client certificate nginx refuses the request itself.
+    wait_for(
+        "nginx to refuse the anonymous client",
+        Duration::from_secs(10),
+        || last_status(&srv, "anonymous")["http_code"] == 400,
+    );
+    // Without the CA the server's certificate is not trusted.
+    wait_for(
+        "the untrusted server to fail",
+        Duration::from_secs(10),
+        || last_status(&srv, "unverified")["message"].is_string(),
+    );
+    let s = last_status(&srv, "unverified");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("request failed: "),
+        "{s}"
+    );
+    assert!(
+        s["message"].as_str().unwrap().contains("certificate"),
+        "{s}"
     );
 }
