@@ -406,7 +406,10 @@ fn statuses(srv: &Regent, name: &str) -> Vec<Value> {
     srv.log_lines()
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "Bundle status updated." && v["name"] == name)
+        .filter(|v| {
+            let text = v.get("msg").or_else(|| v.get("message"));
+            text == Some(&json!("Bundle status updated.")) && v["name"] == name
+        })
         .map(|v| serde_json::from_str(v["status"].as_str().unwrap()).unwrap())
         .collect()
 }
