@@ -483,3 +483,137 @@ async fn process(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Snapshot;
+    use crate::plugins::bundle::archive::tests::tarball;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn bundle(root: &str, revision: &str) -> Vec<u8> {
+        let manifest = json!({"revision": revision, "roots": [root]}).to_string();
+        let data = json!({root: {"rev": revision}}).to_string();
+        tarball(&[
+            (".manifest", manifest.as_bytes()),
+            ("data.json", data.as_bytes()),
+        ])
+    }
+
+    /// `/bundles/a` always serves; `/bundles/b` fails twice, serves once, then fails forever.
+    async fn control_plane() -> (String, Arc<AtomicUsize>) {
+        let b_calls = Arc::new(AtomicUsize::new(0));
+        let counter = b_calls.clone();
+        let router = axum::Router::new()
+            .route(
+                "/bundles/a",
+                axum::routing::get(|| async { bundle("a", "a1") }),
+            )
+            .route(
+                "/bundles/b",
+                axum::routing::get(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        match n {
+                            2 => (axum::http::StatusCode::OK, bundle("b", "b1")),
+                            _ => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, vec![]),
+                        }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (url, b_calls)
+    }
+
+    async fn wait(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn not_ready_until_every_bundle_activated_then_ok_for_good() {
+        let (url, b_calls) = control_plane().await;
+        let polling = json!({"min_delay_seconds": 0.05, "max_delay_seconds": 0.05});
+        let config = Arc::new(
+            Config::from_raw(json!({
+                "services": {"cp": {"url": url}},
+                "bundles": {"a": {"polling": polling}, "b": {"polling": polling}},
+            }))
+            .unwrap(),
+        );
+        let plugins = Arc::new(PluginManager::new());
+        let board = Arc::new(BundleStatusBoard::default());
+        let store = Arc::new(Store::new(Snapshot::empty()));
+        let plugin = BundlePlugin::start(Context {
+            services: Arc::new(Services::build(&config).unwrap()),
+            config,
+            store: store.clone(),
+            plugins: plugins.clone(),
+            board: board.clone(),
+            rego_v1: true,
+        })
+        .await
+        .expect("bundles configured");
+        assert_eq!(plugins.status(PLUGIN_NAME).unwrap().state, State::NotReady);
+
+        wait("a to activate", || {
+            board.snapshot()["a"].last_successful_activation.is_some()
+        })
+        .await;
+        assert_eq!(
+            plugins.status(PLUGIN_NAME).unwrap().state,
+            State::NotReady,
+            "b has not activated yet"
+        );
+        wait("b to activate", || {
+            board.snapshot()["b"].active_revision == "b1"
+        })
+        .await;
+        wait("the plugin to be ready", || {
+            plugins.status(PLUGIN_NAME).unwrap().state == State::Ok
+        })
+        .await;
+        // Later failures show in b's status only; the plugin stays OK and b keeps serving.
+        wait("b to fail again", || b_calls.load(Ordering::SeqCst) > 4).await;
+        wait("the failure on the board", || {
+            board.snapshot()["b"].http_code == Some(500)
+        })
+        .await;
+        assert_eq!(plugins.status(PLUGIN_NAME).unwrap().state, State::Ok);
+        assert_eq!(store.snapshot().data()["b"], json!({"rev": "b1"}));
+        let b = board.snapshot()["b"].clone();
+        assert_eq!(b.code, BUNDLE_ERROR_CODE);
+        assert_eq!(b.message, "server replied with Internal Server Error");
+        assert!(b.last_request > b.last_successful_request);
+
+        plugin.stop().await;
+        let calls = b_calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(b_calls.load(Ordering::SeqCst), calls, "stopped polling");
+    }
+
+    #[tokio::test]
+    async fn no_bundles_no_plugin() {
+        let config = Arc::new(Config::default());
+        let plugins = Arc::new(PluginManager::new());
+        let started = BundlePlugin::start(Context {
+            services: Arc::new(Services::default()),
+            config,
+            store: Arc::new(Store::new(Snapshot::empty())),
+            plugins: plugins.clone(),
+            board: Arc::new(BundleStatusBoard::default()),
+            rego_v1: true,
+        })
+        .await;
+        assert!(started.is_none());
+        assert!(plugins.status(PLUGIN_NAME).is_none());
+    }
+}
