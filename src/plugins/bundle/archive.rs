@@ -422,7 +422,7 @@ pub fn package_of(path: &str, raw: &str, rego_v1: bool) -> Result<Vec<String>, R
 fn check_data_roots(
     node: &Json,
     path: &mut Vec<String>,
-    roots_: &[String],
+    owned: &[String],
 ) -> Result<(), ArchiveError> {
     let Json::Object(map) = node else {
         return Ok(());
@@ -430,19 +430,19 @@ fn check_data_roots(
     for (key, value) in map {
         path.push(key.clone());
         let segs: Vec<&str> = path.iter().map(String::as_str).collect();
-        let contained = roots::any_contains(roots_, &segs);
-        let on_the_way = roots_.iter().any(|r| {
+        let contained = roots::any_contains(owned, &segs);
+        let on_the_way = owned.iter().any(|r| {
             let r = roots::segments(r);
             r.len() > segs.len() && r.iter().zip(&segs).all(|(a, b)| a == b)
         });
         if !contained {
             if !on_the_way || !value.is_object() {
                 return Err(ArchiveError::DataOutsideRoots {
-                    roots: roots::display(roots_),
+                    roots: roots::display(owned),
                     path: path.join("/"),
                 });
             }
-            check_data_roots(value, path, roots_)?;
+            check_data_roots(value, path, owned)?;
         }
         path.pop();
     }
