@@ -112,7 +112,14 @@ fn edit(draft: &mut Draft, name: &str, bundle: &Bundle, etag: &str) -> Result<()
             if &active.roots != new_roots {
                 return Err(ActivateError::DeltaRoots(name.to_string()));
             }
-            document::apply_patch(&mut draft.data, patches.clone())?;
+            for op in patches {
+                if op.op == "upsert" {
+                    let value = op.value.clone().unwrap_or(Json::Null);
+                    document::put(&mut draft.data, &op.path, value)?;
+                } else {
+                    document::apply_patch(&mut draft.data, vec![op.clone()])?;
+                }
+            }
         }
     }
     draft.bundles.insert(

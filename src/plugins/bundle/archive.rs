@@ -554,12 +554,10 @@ fn parse_patch(bytes: &[u8]) -> Result<Vec<PatchOp>, ArchiveError> {
     ops.iter()
         .map(|op| {
             let kind = op.get("op").and_then(Json::as_str).unwrap_or("");
-            // `upsert` creates missing parents; our `add` already does.
-            let kind = match kind {
-                "upsert" | "add" => "add",
-                "remove" | "replace" => kind,
-                other => return Err(err(format!("bad patch operation: {other}"))),
-            };
+            // `upsert` is `add` that creates missing parents (see activate.rs).
+            if !matches!(kind, "upsert" | "add" | "remove" | "replace") {
+                return Err(err(format!("bad patch operation: {kind}")));
+            }
             let path = op.get("path").and_then(Json::as_str).unwrap_or("");
             Ok(PatchOp {
                 op: kind.to_string(),
