@@ -102,6 +102,16 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
+    // Persisted and file:// bundles are active before the first request is served.
+    let bundle_plugin = plugins::bundle::BundlePlugin::start(plugins::bundle::plugin::Context {
+        config: config.clone(),
+        services: services.clone(),
+        store: store.clone(),
+        plugins: plugins.clone(),
+        board: bundles.clone(),
+        rego_v1: !args.v0_compatible,
+    })
+    .await;
     let state = AppState::new(store, plugins, bundles, telemetry, config);
     let status = start_status(&state, &services);
 
@@ -144,6 +154,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
 
     shutdown.cancelled().await;
     tracing::info!("Shutting down...");
+    if let Some(plugin) = bundle_plugin {
+        plugin.stop().await;
+    }
     let grace = Duration::from_secs(args.shutdown_grace_period);
     let deadline = tokio::time::Instant::now() + grace;
     if tokio::time::timeout_at(deadline, tracker.wait())
