@@ -3,12 +3,12 @@
 # observed (on) and not observed (off, `server.metrics.http_instrumentation=false`), side by side
 # in one run, then the server CPU one /metrics scrape costs.
 #
-# Two servers run at once, both pinned to CPU 0 (one single-threaded tokio runtime each, request
+# Two servers run at once, both pinned to CPU 0 (one tokio worker thread each, request
 # log off so the measurement is not drowned in log formatting); wrk runs pinned to CPU 1 and loads
 # one server at a time, alternating on/off/off/on so drift on a shared machine hits both arms.
 #
 # Usage: bench/metrics_overhead.sh [rounds] [seconds-per-run] [connections]
-#   defaults: 6 rounds (12 runs per arm), 5 s per run, 16 connections.
+#   defaults: 6 rounds (one run per arm each), 5 s per run, 16 connections.
 # Env: REGENT_BIN (default: target/release/regent, built if missing), SERVER_CPU (0), CLIENT_CPU (1).
 # Needs: wrk (Debian package `wrk`), curl, taskset. Only talks to 127.0.0.1.
 set -euo pipefail
