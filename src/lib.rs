@@ -44,6 +44,8 @@ pub enum RunError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("starting the diagnostic listeners' runtime: {0}")]
+    DiagnosticRuntime(std::io::Error),
 }
 
 impl From<EngineError> for RunError {
@@ -113,18 +115,24 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         serve(&tracker, listener, server::router(state.clone()), &shutdown);
     }
     let mut diag_addrs = Vec::new();
+    let mut diag_listeners = Vec::new();
     for addr in &args.diagnostic_addrs {
         let listener = bind(addr).await?;
-        diag_addrs.push(listener.local_addr().map_err(|source| RunError::Listen {
+        let listen_err = |source| RunError::Listen {
             addr: addr.clone(),
             source,
-        })?);
-        serve(
+        };
+        diag_addrs.push(listener.local_addr().map_err(listen_err)?);
+        diag_listeners.push(listener.into_std().map_err(listen_err)?);
+    }
+    if !diag_listeners.is_empty() {
+        serve_diagnostics(
             &tracker,
-            listener,
+            diag_listeners,
             server::diagnostic_router(state.clone()),
             &shutdown,
-        );
+        )
+        .map_err(RunError::DiagnosticRuntime)?;
     }
     tracing::info!(
         addrs = ?main_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -159,4 +167,49 @@ fn serve(
             tracing::error!(error = %err, "Listener failed.");
         }
     });
+}
+
+/// Serves the diagnostic listeners on their own single-threaded runtime and OS thread, so that
+/// `/health` and `/metrics` there never queue behind policy evaluations, which run inline on the
+/// main runtime's workers. The main listeners keep their zero-handoff request path.
+fn serve_diagnostics(
+    tracker: &TaskTracker,
+    listeners: Vec<std::net::TcpListener>,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let shutdown = shutdown.clone();
+    // Tracked like the main listeners, so shutdown waits for in-flight diagnostic requests.
+    let serving = tracker.track_future(async move {
+        let mut servers = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(err) => {
+                    tracing::error!(error = %err, "Diagnostic listener failed.");
+                    continue;
+                }
+            };
+            let service = router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let shutdown = shutdown.clone();
+            servers.spawn(async move {
+                if let Err(err) = axum::serve(listener, service)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await
+                {
+                    tracing::error!(error = %err, "Listener failed.");
+                }
+            });
+        }
+        while servers.join_next().await.is_some() {}
+    });
+    std::thread::Builder::new()
+        .name("regent-diagnostic".into())
+        .spawn(move || runtime.block_on(serving))?;
+    Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod active;
 pub mod bundles;
 pub mod decisions;
+pub mod health;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,8 @@ pub struct Config {
     pub persistence_directory: Option<PathBuf>,
     /// Configured keys regent ignores, for a startup warning.
     pub warnings: Vec<String>,
+    /// Regent's `health:` section (opt-in `/health` checks beyond OPA's).
+    pub health: health::HealthConfig,
 }
 
 #[derive(Debug, Error)]
@@ -170,6 +173,7 @@ impl Config {
         let bundles = bundles::parse(&mut v, &service_names);
         let status = v.get("status").cloned();
         let persistence_directory = v.string("persistence_directory").map(PathBuf::from);
+        let health = health::parse(v.raw, v.errors);
         for (key, why) in REFUSED {
             if v.get(key).is_some() {
                 v.errors.push(format!("{key}: {why}"));
@@ -209,6 +213,7 @@ impl Config {
             status,
             persistence_directory,
             warnings,
+            health,
             raw,
         })
     }

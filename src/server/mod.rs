@@ -8,6 +8,7 @@ mod body;
 mod config;
 mod data;
 pub mod error;
+mod health;
 mod index;
 mod metrics;
 mod middleware;
@@ -111,6 +112,8 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/health", get(health::get))
+        .route("/health/{*path}", get(health::get_path))
         .route(
             "/metrics",
             get(metrics::get).head(metrics::method_not_allowed),
