@@ -96,13 +96,24 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         tracing::warn!("{warning}");
     }
     // Built before listening so a bad CA file or client key stops the process here.
-    let _services = Arc::new(rest::Services::build(&config)?);
+    let services = Arc::new(rest::Services::build(&config)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
     let store = Arc::new(Store::new(Snapshot::build(draft)?));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
+    // Persisted and file:// bundles are active before the first request is served.
+    let bundle_plugin = plugins::bundle::BundlePlugin::start(plugins::bundle::plugin::Context {
+        config: config.clone(),
+        services: services.clone(),
+        store: store.clone(),
+        plugins: plugins.clone(),
+        board: bundles.clone(),
+        rego_v1: !args.v0_compatible,
+    })
+    .await;
     let state = AppState::new(store, plugins, bundles, telemetry, config);
+    let status = start_status(&state, &services);
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();
@@ -143,12 +154,50 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
 
     shutdown.cancelled().await;
     tracing::info!("Shutting down...");
+    if let Some(plugin) = bundle_plugin {
+        plugin.stop().await;
+    }
     let grace = Duration::from_secs(args.shutdown_grace_period);
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::error!("Graceful shutdown timed out; in-flight requests were dropped.");
+    }
+    if let Some(status) = status {
+        status
+            .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
     tracing::info!("Server shutdown.");
     Ok(())
+}
+
+/// Starts the status plugin when configured and publishes its view to `GET /v1/status`.
+fn start_status(
+    state: &Arc<AppState>,
+    services: &rest::Services,
+) -> Option<plugins::status::StatusPlugin> {
+    let config = state.config.status.clone()?;
+    // Config validation guarantees the service exists.
+    let sender = config
+        .service
+        .as_deref()
+        .and_then(|name| services.get(name))
+        .map(|client| client as Arc<dyn plugins::status::push::Sender>);
+    let plugin = plugins::status::StatusPlugin::start(
+        config,
+        plugins::status::Deps {
+            manager: state.plugins.clone(),
+            bundles: state.bundles.clone(),
+            telemetry: state.telemetry.clone(),
+            labels: state.config.labels.clone(),
+            sender,
+        },
+    );
+    let _ = state.status.set(plugin.view());
+    Some(plugin)
 }
 
 fn serve(

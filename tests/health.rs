@@ -920,10 +920,8 @@ fn wait_for(srv: &Regent, path: &str, code: u16) -> Json {
     wait_until(srv, path, |got, _| got == code)
 }
 
-/// Needs the bundle plugin (branch `bundles`, not yet on main when this was written; it passed
-/// against a merge of both branches). Remove the `ignore` once the plugin is merged.
+/// The real bundle plugin drives readiness: 404 -> bundle -> 500 -> bundle.
 #[test]
-#[ignore = "needs the bundle plugin from branch `bundles`"]
 fn real_bundle_plugin_drives_health() {
     let server = BundleServer::start(health_bundle());
     let config = |extra: &str| {

@@ -10,6 +10,7 @@ pub mod bundles;
 pub mod decisions;
 pub mod health;
 pub mod services;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,8 +88,8 @@ pub struct Config {
     /// Services in declaration order; the first is the default for bundles.
     pub services: Vec<services::ServiceConfig>,
     pub bundles: Vec<bundles::BundleConfig>,
-    /// The raw `status` tree; the status plugin validates its own keys.
-    pub status: Option<Json>,
+    /// `status:`; `None` when the status plugin is not enabled.
+    pub status: Option<status::StatusConfig>,
     /// `persistence_directory` as configured; see [`Config::persistence_directory`].
     pub persistence_directory: Option<PathBuf>,
     /// Configured keys regent ignores, for a startup warning.
@@ -171,7 +172,7 @@ impl Config {
         let services = services::parse(&mut v);
         let service_names = services::declared_names(v.get("services"));
         let bundles = bundles::parse(&mut v, &service_names);
-        let status = v.get("status").cloned();
+        let status = status::parse(&mut v, &service_names);
         let persistence_directory = v.string("persistence_directory").map(PathBuf::from);
         let health = health::parse(v.raw, v.errors);
         for (key, why) in REFUSED {

@@ -60,6 +60,15 @@ impl Store {
         &self,
         edit: impl FnOnce(&mut Draft) -> Result<T, EngineError>,
     ) -> Result<(T, Arc<Snapshot>), EngineError> {
+        self.write_with(edit)
+    }
+
+    /// [`Store::write`] for writers with their own error type (bundle activation): an `Err`
+    /// from `edit` or from compiling aborts the write and publishes nothing.
+    pub fn write_with<T, E: From<EngineError>>(
+        &self,
+        edit: impl FnOnce(&mut Draft) -> Result<T, E>,
+    ) -> Result<(T, Arc<Snapshot>), E> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut draft = self.current.load().to_draft();
         let out = edit(&mut draft)?;

@@ -14,10 +14,11 @@ mod metrics;
 mod middleware;
 pub mod params;
 mod reply;
+mod status;
 mod timers;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
@@ -27,6 +28,7 @@ use crate::build;
 use crate::config::Config;
 use crate::engine::{Snapshot, Store};
 use crate::plugins::bundle::BundleStatusBoard;
+use crate::plugins::status::StatusView;
 use crate::plugins::PluginManager;
 use crate::telemetry::Telemetry;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-process request counter for the request log (`req_id`), starting at 1.
     pub request_ids: AtomicU64,
+    /// Set once when the status plugin starts; unset means `GET /v1/status` answers "not enabled".
+    pub status: OnceLock<Arc<StatusView>>,
 }
 
 impl AppState {
@@ -57,6 +61,7 @@ impl AppState {
             telemetry,
             config,
             request_ids: AtomicU64::new(0),
+            status: OnceLock::new(),
         })
     }
 }
@@ -77,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/data", data())
         .route("/v1/data/{*path}", data())
         .route("/v1/config", get(config::get))
+        .route("/v1/status", family(get(status::get)))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
