@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# What HTTP instrumentation costs: v1/data throughput with `http_request_duration_seconds`
-# observed (on) and not observed (off, `server.metrics.http_instrumentation=false`), side by side
-# in one run, then the server CPU one /metrics scrape costs.
+# What instrumentation costs: v1/data throughput with it on and off, side by side in one run, then
+# the server CPU one /metrics scrape costs. COMPARE selects what is switched:
+#   http      (default) `http_request_duration_seconds` observed or not
+#             (`server.metrics.http_instrumentation=false`);
+#   decisions decision metrics (`regent_decision*`) on or off
+#             (`server.metrics.decisions.enabled=false`), HTTP metrics on in both arms.
 #
 # Two servers run at once, both pinned to CPU 0 (one tokio worker thread each, request
 # log off so the measurement is not drowned in log formatting); wrk runs pinned to CPU 1 and loads
@@ -9,7 +12,8 @@
 #
 # Usage: bench/metrics_overhead.sh [rounds] [seconds-per-run] [connections]
 #   defaults: 6 rounds (one run per arm each), 5 s per run, 16 connections.
-# Env: REGENT_BIN (default: target/release/regent, built if missing), SERVER_CPU (0), CLIENT_CPU (1).
+# Env: COMPARE (http), REGENT_BIN (default: target/release/regent, built if missing), SERVER_CPU (0),
+#      CLIENT_CPU (1).
 # Needs: wrk (Debian package `wrk`), curl, taskset. Only talks to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +24,12 @@ CONNECTIONS=${3:-16}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BIN=${REGENT_BIN:-target/release/regent}
+COMPARE=${COMPARE:-http}
+case "$COMPARE" in
+  http) OFF_SETTING=server.metrics.http_instrumentation=false ;;
+  decisions) OFF_SETTING=server.metrics.decisions.enabled=false ;;
+  *) echo "COMPARE must be http or decisions, not $COMPARE" >&2; exit 1 ;;
+esac
 
 for tool in wrk curl taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk curl util-linux)" >&2; exit 1; }
@@ -58,7 +68,8 @@ server_url() {
 }
 
 start_server on
-start_server off --set server.metrics.http_instrumentation=false
+start_server off --set "$OFF_SETTING"
+echo "comparing $COMPARE instrumentation: off arm runs with --set $OFF_SETTING"
 ON_PID=$(cat "$work/on.pid"); OFF_PID=$(cat "$work/off.pid")
 ON=$(server_url "$ON_PID"); OFF=$(server_url "$OFF_PID")
 

@@ -78,6 +78,8 @@ impl Exposition {
 }
 
 fn parse_sample(line: &str) -> Sample {
+    // An OpenMetrics exemplar (` # {labels} value timestamp`) follows the sample's value.
+    let line = line.split_once(" # ").map_or(line, |(sample, _)| sample);
     let (head, value) = line.rsplit_once(' ').unwrap();
     let value = match value {
         "+Inf" => f64::INFINITY,

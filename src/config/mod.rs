@@ -7,6 +7,7 @@
 
 pub mod active;
 pub mod bundles;
+pub mod decisions;
 pub mod health;
 pub mod services;
 pub mod status;
@@ -62,6 +63,8 @@ pub struct MetricsConfig {
     /// `server.metrics.http_instrumentation` (regent only, default true): a diagnostic knob that
     /// stops observing HTTP requests, to measure what the observation costs. `/metrics` stays.
     pub http_instrumentation: bool,
+    /// `server.metrics.decisions` (regent only): see `decisions.rs`.
+    pub decisions: decisions::DecisionMetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,7 @@ impl Config {
         let http_instrumentation = v
             .bool("server.metrics.http_instrumentation")
             .unwrap_or(true);
+        let decision_metrics = decisions::parse(&mut v);
         let default_decision = v
             .string("default_decision")
             .unwrap_or_else(|| DEFAULT_DECISION.into());
@@ -198,6 +202,7 @@ impl Config {
                 metrics: MetricsConfig {
                     http_request_duration_buckets: buckets,
                     http_instrumentation,
+                    decisions: decision_metrics,
                 },
             },
             default_decision: normalise_decision(&default_decision),

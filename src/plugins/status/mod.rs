@@ -105,6 +105,7 @@ impl StatusPlugin {
                     skip_unchanged: config.skip_unchanged,
                     heartbeat: config.heartbeat,
                     heartbeat_request: heartbeat_request.clone(),
+                    push_metrics: deps.telemetry.status_push.clone(),
                 };
                 Some(tokio::spawn(pusher.run(slot_rx, finish_push.clone())))
             }

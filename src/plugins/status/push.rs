@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::status::RetryPolicy;
 use crate::rest::{status_text, HeaderTimeout, ServiceClient};
+use crate::telemetry::StatusPushMetrics;
 
 /// One report ready to send. `seq` orders reports; `force` is set on heartbeats, which are sent
 /// even when unchanged.
@@ -112,6 +113,8 @@ pub struct Pusher {
     pub heartbeat: Option<Duration>,
     /// Asks the plugin loop for a fresh forced report when a heartbeat is due.
     pub heartbeat_request: Arc<Notify>,
+    /// `regent_status_push_failures_total` and `regent_status_last_successful_push_timestamp_seconds`.
+    pub push_metrics: Arc<StatusPushMetrics>,
 }
 
 impl Pusher {
@@ -160,6 +163,7 @@ impl Pusher {
             }
             match self.sender.post(&self.path, pending.body.clone()).await {
                 Ok(()) => {
+                    self.push_metrics.succeeded();
                     handled = pending.seq;
                     delivered = Some(pending.fingerprint.clone());
                     last_delivery = Instant::now();
@@ -175,6 +179,7 @@ impl Pusher {
                     failures = 0;
                 }
                 Err(err) => {
+                    self.push_metrics.failed();
                     if finish.is_cancelled() {
                         tracing::error!(plugin = "status", "{err}. Final status update not sent.");
                         return;
@@ -208,6 +213,7 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::family::{Collector as _, MetricValue};
     use std::sync::Mutex;
 
     /// Records every body; fails while `failing` is set.
@@ -253,6 +259,7 @@ mod tests {
         recorder: Arc<Recorder>,
         skip_unchanged: bool,
         heartbeat: Option<Duration>,
+        push_metrics: Arc<StatusPushMetrics>,
     ) -> (
         Slot,
         CancellationToken,
@@ -269,6 +276,7 @@ mod tests {
             skip_unchanged,
             heartbeat,
             heartbeat_request: notify.clone(),
+            push_metrics,
         };
         let task = tokio::spawn(pusher.run(rx, finish.clone()));
         (tx, finish, task, notify)
@@ -313,7 +321,8 @@ mod tests {
         recorder
             .failing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let (tx, finish, task, _) = start(recorder.clone(), false, None);
+        let push_metrics = Arc::new(StatusPushMetrics::default());
+        let (tx, finish, task, _) = start(recorder.clone(), false, None, push_metrics.clone());
         for seq in 1..=20 {
             tx.send_replace(pending(seq, &format!("r{seq}"), "f", false));
         }
@@ -328,6 +337,18 @@ mod tests {
             *recorder.bodies.lock().unwrap(),
             vec![("/status/p1".to_string(), "r20".to_string())]
         );
+        // Every failed attempt was counted, and the delivery stamped.
+        let mut families = Vec::new();
+        push_metrics.collect(&mut families);
+        let failures = match families[0].metrics[0].value {
+            MetricValue::Counter(n) => n,
+            ref other => panic!("{other:?}"),
+        };
+        assert!(failures >= 1.0, "{failures}");
+        assert_eq!(
+            families[1].name,
+            "regent_status_last_successful_push_timestamp_seconds"
+        );
         finish.cancel();
         task.await.unwrap();
     }
@@ -335,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn skip_unchanged_skips_equal_fingerprints_but_not_forced() {
         let recorder = Arc::new(Recorder::default());
-        let (tx, finish, task, _) = start(recorder.clone(), true, None);
+        let (tx, finish, task, _) = start(recorder.clone(), true, None, Arc::default());
         tx.send_replace(pending(1, "a", "same", false));
         wait_for(&recorder, 1).await;
         tx.send_replace(pending(2, "b", "same", false));
@@ -361,8 +382,12 @@ mod tests {
     #[tokio::test]
     async fn heartbeat_asks_for_a_report_when_idle() {
         let recorder = Arc::new(Recorder::default());
-        let (tx, finish, task, notify) =
-            start(recorder.clone(), true, Some(Duration::from_millis(50)));
+        let (tx, finish, task, notify) = start(
+            recorder.clone(),
+            true,
+            Some(Duration::from_millis(50)),
+            Arc::default(),
+        );
         tx.send_replace(pending(1, "a", "same", false));
         wait_for(&recorder, 1).await;
         tokio::time::timeout(Duration::from_secs(2), notify.notified())
@@ -378,7 +403,7 @@ mod tests {
         recorder
             .failing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let (tx, finish, task, _) = start(recorder.clone(), false, None);
+        let (tx, finish, task, _) = start(recorder.clone(), false, None, Arc::default());
         tx.send_replace(pending(1, "a", "f", false));
         tokio::time::sleep(Duration::from_millis(30)).await;
         recorder
