@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
-use common::{json, tree, Regent};
+use common::{json, promtool, tree, Regent};
 use serde_json::json;
 
 const POLICY: &str = r#"package authz
@@ -111,35 +108,6 @@ fn stage_count(text: &str, stage: &str) -> f64 {
         &[("stage", stage)],
     )
     .unwrap_or(0.0)
-}
-
-/// Runs `promtool check metrics` and returns its findings (empty when clean).
-fn promtool(text: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is required (Debian package `prometheus`; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.success(),
-        findings.trim().is_empty(),
-        "{findings}"
-    );
-    findings
 }
 
 #[test]

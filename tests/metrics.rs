@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{json, Regent};
+use common::{json, promtool, Regent};
 use serde_json::{json, Value as Json};
 
 const DEFAULT_LE: [&str; 11] = [
@@ -686,35 +686,6 @@ fn instrumentation_knob_turns_observation_off() {
         .find("http_request_duration_seconds_count", &[])
         .is_empty());
     assert!(m.value("process_cpu_seconds_total", &[]).is_some());
-}
-
-/// Runs `promtool check metrics` on `text` and returns its findings (empty when clean).
-fn promtool(text: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is required (Debian package `prometheus`; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.success(),
-        findings.trim().is_empty(),
-        "{findings}"
-    );
-    findings
 }
 
 #[test]
