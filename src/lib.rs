@@ -51,7 +51,7 @@ pub enum RunError {
 impl From<EngineError> for RunError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Compile(errs) => RunError::Compile(errs),
+            EngineError::Compile(errs) | EngineError::DataConflict(errs) => RunError::Compile(errs),
             other => RunError::Engine(other),
         }
     }
@@ -98,7 +98,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     // Built before listening so a bad CA file or client key stops the process here.
     let services = Arc::new(rest::Services::build(&config)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
-    let store = Arc::new(Store::new(Snapshot::build(draft)?));
+    let store = Arc::new(Store::new(Snapshot::build(draft)?).v0_compatible(args.v0_compatible));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
@@ -114,6 +114,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     .await;
     let state = AppState::new(store, plugins, bundles, telemetry, config);
     let status = start_status(&state, &services);
+    server::blocking::keep_io_polled(tokio::runtime::Handle::current());
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();

@@ -14,8 +14,8 @@ use serde_json::Value as Json;
 use super::error::ApiError;
 use super::params::{path_segments, Params};
 use super::timers::{RequestTimers, Timers};
-use super::{body, reply, AppState};
-use crate::engine::eval::eval_path;
+use super::{blocking, body, reply, AppState};
+use crate::engine::eval::{display_ref, eval_path, eval_path_with, EvalOptions};
 use crate::telemetry::decisions::{Api, Outcome, Stage};
 
 #[derive(Deserialize)]
@@ -119,8 +119,11 @@ fn decide_v1(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let snapshot = state.store.snapshot();
+    let options = EvalOptions {
+        strict_builtin_errors: params.flag("strict-builtin-errors"),
+    };
     let evaluated = timers.time("timer_rego_query_eval_ns", || {
-        eval_path(&snapshot, path, input)
+        blocking::evaluate(|| eval_path_with(&snapshot, path, input, options))
     });
     let outcome = Outcome::of(&evaluated);
     let answer = evaluated.map_err(ApiError::from).map(|result| {
@@ -190,14 +193,14 @@ async fn decide_v0(
                 })
                 .map_err(|e| {
                     ApiError::InvalidParameter(format!(
-                        "body contains malformed input document: {e}"
+                        "unexpected parse error for input: body contains malformed input document: {e}"
                     ))
                 })?,
         )
     };
     let snapshot = state.store.snapshot();
     let evaluated = timers.time("timer_rego_query_eval_ns", || {
-        eval_path(&snapshot, path, input)
+        blocking::evaluate(|| eval_path(&snapshot, path, input))
     });
     let outcome = Outcome::of(&evaluated);
     let answer = evaluated.map_err(ApiError::from).map(|result| {
@@ -216,16 +219,17 @@ async fn decide_v0(
     match answer? {
         Some(response) => Ok(response),
         None => {
-            let reference = std::iter::once("data".to_string())
-                .chain(path.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(".");
-            let kind = if super::has_rules_at(&snapshot, path) {
+            // OPA says "undefined" when rules define the document (they just did not produce a
+            // value) and "missing" when nothing does.
+            let kind = if snapshot.has_rules_for(path) {
                 "undefined"
             } else {
                 "missing"
             };
-            Err(ApiError::Undefined(format!("document {kind}: {reference}")))
+            Err(ApiError::Undefined(format!(
+                "document {kind}: {}",
+                display_ref(path)
+            )))
         }
     }
 }

@@ -21,9 +21,7 @@ pub struct RequestTimers {
 }
 
 impl RequestTimers {
-    // `new` and `into_reported` serve the handlers that are not decisions (Query and Policy
-    // APIs, data writes), which are on the `api` branch; drop the allow once it is merged.
-    #[allow(dead_code)]
+    /// Timers of a request that is not a decision (Query and Policy APIs, data writes).
     pub fn new(enabled: bool) -> Self {
         Self::for_decision(enabled, Stages::new(false))
     }
@@ -60,7 +58,6 @@ impl RequestTimers {
     }
 
     /// The timers to put in the response, if the client asked for them.
-    #[allow(dead_code)]
     pub fn into_reported(self) -> Option<Timers> {
         self.enabled.then_some(self.timers)
     }

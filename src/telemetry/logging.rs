@@ -1,7 +1,9 @@
-//! Log setup: OPA's `--log-level` and `--log-format` (JSON by default), written to stderr.
+//! Log setup: OPA's `--log-level` and `--log-format` (JSON by default, in OPA's line shapes
+//! from `log_format`), written to stderr.
 
-use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
+
+use super::log_format::{Layout, OpaFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogLevel {
@@ -25,25 +27,16 @@ pub fn init(level: LogLevel, format: LogFormat) {
         LogLevel::Error => "error",
     };
     let filter = EnvFilter::new(format!("regent={level},warn"));
-    let builder = tracing_subscriber::fmt()
+    let layout = match format {
+        LogFormat::Text => Layout::Text,
+        LogFormat::Json => Layout::Json,
+        LogFormat::JsonPretty => Layout::JsonPretty,
+    };
+    let result = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_span_events(FmtSpan::NONE)
-        .with_target(false);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::JsonPretty => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .pretty()
-            .try_init(),
-    };
+        .event_format(OpaFormat(layout))
+        .try_init();
     // A second init (tests running several servers in one process) keeps the first subscriber.
     let _ = result;
 }

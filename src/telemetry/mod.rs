@@ -5,6 +5,7 @@ pub mod decisions;
 pub mod encode;
 pub mod family;
 pub mod histogram;
+pub mod log_format;
 pub mod logging;
 pub mod metrics;
 pub mod protobuf;
