@@ -184,7 +184,7 @@ fn opa_http_series_with_names_labels_buckets_help_and_types() {
 
     decide(&srv, 3);
     assert_eq!(srv.get("/v1/data/rbac").status(), 200);
-    let delete = srv.client.delete(srv.url("/v1/data/rbac")).send().unwrap();
+    let delete = srv.client.delete(srv.url("/v1/query")).send().unwrap();
     assert_eq!(delete.status(), 405);
     let head = srv.client.head(srv.url("/v1/data")).send().unwrap();
     assert_eq!(head.status(), 405);
