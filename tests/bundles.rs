@@ -1247,10 +1247,8 @@ fn health_reports_bundles_not_ready_until_activated_then_ready_for_good() {
     assert_eq!(health("?bundles").0, 200);
 }
 
-/// Needs the REST write handlers and the roots check (branch `api`, not on main when this was
-/// written; it passed against a merge of both branches). Remove the `ignore` once they land.
+/// REST writes under an activated bundle's roots get OPA's 400 answers.
 #[test]
-#[ignore = "needs the data/policy write handlers from branch `api`"]
 fn rest_writes_under_bundle_roots_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("authz.tar.gz");

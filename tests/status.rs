@@ -255,7 +255,7 @@ fn get_v1_status_returns_the_latest_report() {
     };
     let log: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(log["type"], "openpolicyagent.org/status");
-    assert_eq!(log["level"], "INFO");
+    assert_eq!(log["level"], "info");
     let logged_labels: Value = serde_json::from_str(log["labels"].as_str().unwrap()).unwrap();
     assert_eq!(logged_labels["id"], id);
     let logged_plugins: Value = serde_json::from_str(log["plugins"].as_str().unwrap()).unwrap();
