@@ -2,9 +2,18 @@
 //!
 //! The file is read raw (a JSON tree), overrides are applied to the tree, and only then is it
 //! validated into [`Config`]; every problem found is reported at once with its key path.
+//! Each concept with more than a handful of keys lives in its own file (`services.rs`,
+//! `bundles.rs`); [`Config::active`] renders what `GET /v1/config` shows.
+
+pub mod active;
+pub mod bundles;
+pub mod decisions;
+pub mod health;
+pub mod services;
+pub mod status;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 use thiserror::Error;
@@ -19,6 +28,28 @@ pub const DEFAULT_HTTP_BUCKETS: [f64; 10] = [
 ];
 pub const DEFAULT_DECISION: &str = "/system/main";
 pub const DEFAULT_AUTHORIZATION_DECISION: &str = "/system/authz/allow";
+/// Where persisted bundles go when `persistence_directory` is not set: `$PWD/.opa`.
+pub const DEFAULT_PERSISTENCE_DIRECTORY: &str = ".opa";
+
+/// OPA keys regent accepts but does not act on yet; each is named in a startup warning.
+const NOT_YET_SUPPORTED: [&str; 7] = [
+    "decision_logs",
+    "keys",
+    "plugins",
+    "caching",
+    "nd_builtin_cache",
+    "distributed_tracing",
+    "storage",
+];
+/// OPA keys whose absence of support would change what regent serves: refusing to start is
+/// safer than running without the policy the operator expects.
+const REFUSED: [(&str, &str); 2] = [
+    ("discovery", "discovery is not supported by regent yet"),
+    (
+        "bundle",
+        "the legacy single-bundle configuration is not supported; use \"bundles\"",
+    ),
+];
 
 #[derive(Debug, Clone)]
 pub struct DecodingLimits {
@@ -29,6 +60,11 @@ pub struct DecodingLimits {
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub http_request_duration_buckets: Vec<f64>,
+    /// `server.metrics.http_instrumentation` (regent only, default true): a diagnostic knob that
+    /// stops observing HTTP requests, to measure what the observation costs. `/metrics` stays.
+    pub http_instrumentation: bool,
+    /// `server.metrics.decisions` (regent only): see `decisions.rs`.
+    pub decisions: decisions::DecisionMetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +80,22 @@ pub struct Config {
     pub server: ServerConfig,
     pub default_decision: String,
     pub default_authorization_decision: String,
+    /// Configured labels plus the injected `id` (the instance id) and `version`, as OPA reports
+    /// them in `GET /v1/config` and status updates.
     pub labels: BTreeMap<String, String>,
+    /// A random id fixed for the life of the process (`labels.id`).
+    pub instance_id: String,
+    /// Services in declaration order; the first is the default for bundles.
+    pub services: Vec<services::ServiceConfig>,
+    pub bundles: Vec<bundles::BundleConfig>,
+    /// `status:`; `None` when the status plugin is not enabled.
+    pub status: Option<status::StatusConfig>,
+    /// `persistence_directory` as configured; see [`Config::persistence_directory`].
+    pub persistence_directory: Option<PathBuf>,
+    /// Configured keys regent ignores, for a startup warning.
+    pub warnings: Vec<String>,
+    /// Regent's `health:` section (opt-in `/health` checks beyond OPA's).
+    pub health: health::HealthConfig,
 }
 
 #[derive(Debug, Error)]
@@ -107,13 +158,38 @@ impl Config {
         let buckets = v
             .floats("server.metrics.prom.http_request_duration_seconds.buckets")
             .unwrap_or_else(|| DEFAULT_HTTP_BUCKETS.to_vec());
+        let http_instrumentation = v
+            .bool("server.metrics.http_instrumentation")
+            .unwrap_or(true);
+        let decision_metrics = decisions::parse(&mut v);
         let default_decision = v
             .string("default_decision")
             .unwrap_or_else(|| DEFAULT_DECISION.into());
         let default_authorization_decision = v
             .string("default_authorization_decision")
             .unwrap_or_else(|| DEFAULT_AUTHORIZATION_DECISION.into());
-        let labels = v.string_map("labels");
+        let mut labels = v.string_map("labels");
+        let services = services::parse(&mut v);
+        let service_names = services::declared_names(v.get("services"));
+        let bundles = bundles::parse(&mut v, &service_names);
+        let status = status::parse(&mut v, &service_names);
+        let persistence_directory = v.string("persistence_directory").map(PathBuf::from);
+        let health = health::parse(v.raw, v.errors);
+        for (key, why) in REFUSED {
+            if v.get(key).is_some() {
+                v.errors.push(format!("{key}: {why}"));
+            }
+        }
+        let warnings = NOT_YET_SUPPORTED
+            .iter()
+            .filter(|key| v.get(key).is_some())
+            .map(|key| {
+                format!("configuration key {key:?} is not supported by regent yet and is ignored")
+            })
+            .collect();
+        let instance_id = uuid::Uuid::new_v4().to_string();
+        labels.insert("id".into(), instance_id.clone());
+        labels.insert("version".into(), crate::build::VERSION.into());
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -125,14 +201,57 @@ impl Config {
                 },
                 metrics: MetricsConfig {
                     http_request_duration_buckets: buckets,
+                    http_instrumentation,
+                    decisions: decision_metrics,
                 },
             },
             default_decision: normalise_decision(&default_decision),
             default_authorization_decision: normalise_decision(&default_authorization_decision),
             labels,
+            instance_id,
+            services,
+            bundles,
+            status,
+            persistence_directory,
+            warnings,
+            health,
             raw,
         })
     }
+
+    /// The directory persisted bundles live under: `persistence_directory`, or `$PWD/.opa`.
+    pub fn persistence_directory(&self) -> PathBuf {
+        match &self.persistence_directory {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir()
+                .unwrap_or_default()
+                .join(DEFAULT_PERSISTENCE_DIRECTORY),
+        }
+    }
+}
+
+/// Runs `f` on a validator rooted at `node` and files its errors under `prefix`, so nested
+/// sections whose names may contain dots (service and bundle names) keep exact key paths.
+/// An error starting with `:` is about the section itself (`bundles.x: ...`).
+pub fn scoped<T>(
+    errors: &mut Vec<String>,
+    node: &Json,
+    prefix: &str,
+    f: impl FnOnce(&mut Validator) -> T,
+) -> T {
+    let mut local = Vec::new();
+    let out = f(&mut Validator {
+        raw: node,
+        errors: &mut local,
+    });
+    errors.extend(local.into_iter().map(|e| {
+        if e.starts_with(':') {
+            format!("{prefix}{e}")
+        } else {
+            format!("{prefix}.{e}")
+        }
+    }));
+    out
 }
 
 /// OPA accepts `system/main` and `/system/main` alike.
@@ -161,6 +280,45 @@ impl Validator<'_> {
                 .push(format!("{key}: expected a non-negative integer, got {v}"));
         }
         n
+    }
+
+    pub fn bool(&mut self, key: &str) -> Option<bool> {
+        let v = self.get(key)?;
+        let b = v.as_bool();
+        if b.is_none() {
+            self.errors
+                .push(format!("{key}: expected a boolean, got {v}"));
+        }
+        b
+    }
+
+    /// A non-negative number of seconds; fractions are accepted (OPA takes whole seconds).
+    pub fn seconds(&mut self, key: &str) -> Option<f64> {
+        let v = self.get(key)?;
+        match v.as_f64() {
+            Some(n) if n >= 0.0 && n.is_finite() => Some(n),
+            _ => {
+                self.errors.push(format!(
+                    "{key}: expected a non-negative number of seconds, got {v}"
+                ));
+                None
+            }
+        }
+    }
+
+    pub fn string_list(&mut self, key: &str) -> Option<Vec<String>> {
+        let v = self.get(key)?;
+        let list: Option<Vec<String>> = v.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect()
+        });
+        if list.is_none() {
+            self.errors
+                .push(format!("{key}: expected a list of strings, got {v}"));
+        }
+        list
     }
 
     pub fn string(&mut self, key: &str) -> Option<String> {
@@ -282,6 +440,7 @@ mod tests {
         assert_eq!(c.server.decoding.max_length, DEFAULT_MAX_LENGTH);
         assert_eq!(c.default_decision, "/system/main");
         assert_eq!(c.server.metrics.http_request_duration_buckets.len(), 10);
+        assert!(c.server.metrics.http_instrumentation);
     }
 
     #[test]
@@ -289,8 +448,10 @@ mod tests {
         let mut raw = Json::Object(Map::new());
         apply_set(&mut raw, "server.decoding.max_length=10").unwrap();
         apply_set(&mut raw, "default_decision=a/b").unwrap();
+        apply_set(&mut raw, "server.metrics.http_instrumentation=false").unwrap();
         let c = Config::from_raw(raw).unwrap();
         assert_eq!(c.server.decoding.max_length, 10);
+        assert!(!c.server.metrics.http_instrumentation);
         assert_eq!(c.default_decision, "/a/b");
 
         let raw = serde_json::json!({"server": {"decoding": {"max_length": "x"}}, "labels": []});

@@ -101,12 +101,21 @@ impl Store {
         self.write_if_changed(|draft| edit(draft).map(Edit::Changed))
     }
 
+    /// [`Store::write`] for writers with their own error type (bundle activation): an `Err`
+    /// from `edit` or from compiling aborts the write and publishes nothing.
+    pub fn write_with<T, E: From<EngineError>>(
+        &self,
+        edit: impl FnOnce(&mut Draft) -> Result<T, E>,
+    ) -> Result<(T, Arc<Snapshot>), E> {
+        self.write_if_changed(|draft| edit(draft).map(Edit::Changed))
+    }
+
     /// Like [`Store::write`], but the edit may decide that nothing changes; the current snapshot
     /// is then returned untouched.
-    pub fn write_if_changed<T>(
+    pub fn write_if_changed<T, E: From<EngineError>>(
         &self,
-        edit: impl FnOnce(&mut Draft) -> Result<Edit<T>, EngineError>,
-    ) -> Result<(T, Arc<Snapshot>), EngineError> {
+        edit: impl FnOnce(&mut Draft) -> Result<Edit<T>, E>,
+    ) -> Result<(T, Arc<Snapshot>), E> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current.load_full();
         let mut draft = current.to_draft();

@@ -25,7 +25,10 @@ struct Catchall;
 
 /// The `handler` label of a path, or `None` for paths OPA does not instrument.
 pub fn route_label(path: &str) -> Option<&'static str> {
-    let family = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let family = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     Some(match path {
         "/" => "index",
         "/v1/config" | "/v1/config/" => "v1/config",
@@ -41,13 +44,31 @@ pub fn route_label(path: &str) -> Option<&'static str> {
 }
 
 pub async fn instrument(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match route_label(req.uri().path()) {
+        Some(label) => observed(&state, label, req, next).await,
+        None => next.run(req).await,
+    }
+}
+
+/// A diagnostic listener has only the health routes to instrument: any other path there is the
+/// router's plain 404, neither observed nor subject to the default-handler rules.
+pub async fn instrument_diagnostic(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match route_label(req.uri().path()) {
+        Some(label @ "health") => observed(&state, label, req, next).await,
+        _ => next.run(req).await,
+    }
+}
+
+/// OPA's per-route wrapper: HTTP metrics around the default handler around the route.
+async fn observed(state: &AppState, label: &'static str, req: Request, next: Next) -> Response {
+    let is_head = req.method() == Method::HEAD;
+    let mut inflight = state.telemetry.http.start(label, req.method());
     let path = req.uri().path();
-    let Some(label) = route_label(path) else {
-        return next.run(req).await;
-    };
-    let started = Instant::now();
-    let method = req.method().clone();
-    let response = if method == Method::HEAD {
+    let response = if is_head {
         StatusCode::METHOD_NOT_ALLOWED.into_response()
     } else if path.len() > 1 && path.ends_with('/') {
         let mut location = path.trim_end_matches('/').to_string();
@@ -63,23 +84,19 @@ pub async fn instrument(State(state): State<Arc<AppState>>, req: Request, next: 
         )
             .into_response()
     } else {
-        let guard = state.telemetry.http.start(label, &method);
-        let response = next.run(req).await;
-        guard.finish();
-        response
+        let req = inflight.watch_body(req);
+        inflight.watch(next.run(req)).await
     };
     let label = if response.extensions().get::<Catchall>().is_some() {
         "catchall"
-    } else if response.status() == StatusCode::METHOD_NOT_ALLOWED && method != Method::HEAD {
+    } else if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_head {
         // The router's own 405 for routes outside the catch-all families: not observed.
+        inflight.discard();
         return response;
     } else {
         label
     };
-    state
-        .telemetry
-        .http
-        .observe(label, &method, response.status(), started.elapsed());
+    inflight.finish(label, response.status());
     response
 }
 

@@ -6,19 +6,23 @@
 
 pub mod blocking;
 mod body;
+mod config;
 mod data;
 mod data_write;
 pub mod error;
+mod health;
 mod index;
+mod metrics;
 mod middleware;
 pub mod params;
 mod policies;
 mod query;
 mod reply;
+mod status;
 mod timers;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
@@ -29,6 +33,7 @@ use crate::build;
 use crate::config::Config;
 use crate::engine::{Snapshot, Store};
 use crate::plugins::bundle::BundleStatusBoard;
+use crate::plugins::status::StatusView;
 use crate::plugins::PluginManager;
 use crate::telemetry::Telemetry;
 
@@ -42,6 +47,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-process request counter for the request log (`req_id`), starting at 1.
     pub request_ids: AtomicU64,
+    /// Set once when the status plugin starts; unset means `GET /v1/status` answers "not enabled".
+    pub status: OnceLock<Arc<StatusView>>,
 }
 
 impl AppState {
@@ -59,6 +66,7 @@ impl AppState {
             telemetry,
             config,
             request_ids: AtomicU64::new(0),
+            status: OnceLock::new(),
         })
     }
 }
@@ -96,6 +104,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/query", family(get(query::get).post(query::post)))
         .route("/v1/query/{*path}", any(middleware::catchall))
+        .route("/v1/config", get(config::get))
+        .route("/v1/status", family(get(status::get)))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
@@ -120,7 +130,7 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
         .fallback(any(middleware::not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::instrument,
+            middleware::instrument_diagnostic,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -132,6 +142,16 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/health", get(health::get))
+        .route("/health/{*path}", get(health::get_path))
+        .route(
+            "/metrics",
+            get(metrics::get).head(metrics::method_not_allowed),
+        )
+        .route(
+            "/metrics/alloc_bytes",
+            get(metrics::alloc_bytes).head(metrics::method_not_allowed),
+        )
 }
 
 /// The `provenance` object of Data API responses.
