@@ -6,7 +6,8 @@
 //! driver unpolled: tokio's other workers sleep on a condition variable and nothing tells them
 //! the driver is free, so the accept loop, SIGTERM and every other connection wait for the
 //! evaluation (measured: a 4 s policy delayed shutdown and new requests by the full 4 s).
-//! [`keep_io_polled`] wakes an idle worker every 10 ms while an [`evaluate`] call is running;
+//! [`keep_io_polled`] wakes an idle worker every 10 ms while an evaluation ([`Evaluations::run`]) is
+//! running;
 //! once awake it parks on the driver again and I/O flows while the evaluation runs. An idle
 //! server is not woken at all.
 
@@ -36,31 +37,40 @@ pub async fn write<T: Send + 'static>(
 /// How long I/O may go unpolled while every awake worker is busy evaluating.
 const IO_TICK: Duration = Duration::from_millis(10);
 
-/// Evaluations running on async workers right now.
-static EVALUATING: AtomicUsize = AtomicUsize::new(0);
+/// Counts evaluations running on async workers, so the tick thread knows when to nudge.
+/// One per server, shared by its handlers ([`AppState::evaluations`](super::AppState)) and its
+/// tick thread.
+#[derive(Default)]
+pub struct Evaluations(AtomicUsize);
 
-/// Runs an evaluation on the current worker, counted so [`keep_io_polled`] knows to nudge.
-pub fn evaluate<T>(f: impl FnOnce() -> T) -> T {
-    struct Running;
-    impl Drop for Running {
-        fn drop(&mut self) {
-            EVALUATING.fetch_sub(1, Ordering::Relaxed);
+impl Evaluations {
+    /// Runs an evaluation on the current worker, counted while it runs.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Running<'a>(&'a AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
         }
+        self.0.fetch_add(1, Ordering::Relaxed);
+        let _running = Running(&self.0);
+        f()
     }
-    EVALUATING.fetch_add(1, Ordering::Relaxed);
-    let _running = Running;
-    f()
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// Starts a thread that, while evaluations run, nudges the runtime behind `handle` every
 /// [`IO_TICK`] for as long as the process lives (an empty task: a parked worker wakes, runs it,
 /// and parks on the I/O driver).
-pub fn keep_io_polled(handle: Handle) {
+pub fn keep_io_polled(handle: Handle, evaluations: Arc<Evaluations>) {
     let spawned = std::thread::Builder::new()
         .name("regent-io-tick".into())
         .spawn(move || loop {
             std::thread::sleep(IO_TICK);
-            if EVALUATING.load(Ordering::Relaxed) > 0 {
+            if evaluations.any() {
                 drop(handle.spawn(async {}));
             }
         });
