@@ -114,7 +114,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
     .await;
     let state = AppState::new(store, plugins, bundles, telemetry, config);
     let status = start_status(&state, &services);
-    server::blocking::keep_io_polled(tokio::runtime::Handle::current());
+    server::blocking::keep_io_polled(tokio::runtime::Handle::current(), state.evaluations.clone());
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();

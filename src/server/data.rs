@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use super::error::ApiError;
 use super::params::{path_segments, Params};
 use super::timers::{RequestTimers, Timers};
-use super::{blocking, body, reply, AppState};
+use super::{body, reply, AppState};
 use crate::engine::eval::{display_ref, eval_path, eval_path_with, EvalOptions};
 use crate::telemetry::decisions::{Api, Outcome, Stage};
 
@@ -123,7 +123,9 @@ fn decide_v1(
         strict_builtin_errors: params.flag("strict-builtin-errors"),
     };
     let evaluated = timers.time("timer_rego_query_eval_ns", || {
-        blocking::evaluate(|| eval_path_with(&snapshot, path, input, options))
+        state
+            .evaluations
+            .run(|| eval_path_with(&snapshot, path, input, options))
     });
     let outcome = Outcome::of(&evaluated);
     let answer = evaluated.map_err(ApiError::from).map(|result| {
@@ -200,7 +202,7 @@ async fn decide_v0(
     };
     let snapshot = state.store.snapshot();
     let evaluated = timers.time("timer_rego_query_eval_ns", || {
-        blocking::evaluate(|| eval_path(&snapshot, path, input))
+        state.evaluations.run(|| eval_path(&snapshot, path, input))
     });
     let outcome = Outcome::of(&evaluated);
     let answer = evaluated.map_err(ApiError::from).map(|result| {

@@ -47,6 +47,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-process request counter for the request log (`req_id`), starting at 1.
     pub request_ids: AtomicU64,
+    /// Evaluations in flight on the async workers (see [`blocking::keep_io_polled`]).
+    pub evaluations: Arc<blocking::Evaluations>,
     /// Set once when the status plugin starts; unset means `GET /v1/status` answers "not enabled".
     pub status: OnceLock<Arc<StatusView>>,
 }
@@ -66,6 +68,7 @@ impl AppState {
             telemetry,
             config,
             request_ids: AtomicU64::new(0),
+            evaluations: Arc::default(),
             status: OnceLock::new(),
         })
     }

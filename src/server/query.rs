@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::params::Params;
 use super::timers::{RequestTimers, Timers};
-use super::{blocking, body, reply, AppState};
+use super::{body, reply, AppState};
 use crate::engine::query::{eval_query, parse_query};
 
 #[derive(Deserialize)]
@@ -89,7 +89,9 @@ fn run(
     let parsed = timers.time("timer_rego_query_parse_ns", || parse_query(query, rego_v1))?;
     let snapshot = state.store.snapshot();
     let result = timers.time("timer_rego_query_eval_ns", || {
-        blocking::evaluate(|| eval_query(&snapshot, &parsed, input, rego_v1))
+        state
+            .evaluations
+            .run(|| eval_query(&snapshot, &parsed, input, rego_v1))
     })?;
     timers.record("timer_server_handler_ns", started.elapsed());
     let response = QueryResponse {
