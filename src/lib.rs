@@ -44,12 +44,14 @@ pub enum RunError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("starting the diagnostic listeners' runtime: {0}")]
+    DiagnosticRuntime(std::io::Error),
 }
 
 impl From<EngineError> for RunError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Compile(errs) => RunError::Compile(errs),
+            EngineError::Compile(errs) | EngineError::DataConflict(errs) => RunError::Compile(errs),
             other => RunError::Engine(other),
         }
     }
@@ -94,13 +96,25 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         tracing::warn!("{warning}");
     }
     // Built before listening so a bad CA file or client key stops the process here.
-    let _services = Arc::new(rest::Services::build(&config)?);
+    let services = Arc::new(rest::Services::build(&config)?);
     let draft = load_paths(&args.paths, !args.v0_compatible)?;
-    let store = Arc::new(Store::new(Snapshot::build(draft)?));
+    let store = Arc::new(Store::new(Snapshot::build(draft)?).v0_compatible(args.v0_compatible));
     let plugins = Arc::new(PluginManager::new());
     let telemetry = Arc::new(Telemetry::new(&config));
     let bundles = Arc::new(plugins::bundle::BundleStatusBoard::default());
+    // Persisted and file:// bundles are active before the first request is served.
+    let bundle_plugin = plugins::bundle::BundlePlugin::start(plugins::bundle::plugin::Context {
+        config: config.clone(),
+        services: services.clone(),
+        store: store.clone(),
+        plugins: plugins.clone(),
+        board: bundles.clone(),
+        rego_v1: !args.v0_compatible,
+    })
+    .await;
     let state = AppState::new(store, plugins, bundles, telemetry, config);
+    let status = start_status(&state, &services);
+    server::blocking::keep_io_polled(tokio::runtime::Handle::current(), state.evaluations.clone());
 
     let tracker = TaskTracker::new();
     let mut main_addrs = Vec::new();
@@ -113,18 +127,24 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         serve(&tracker, listener, server::router(state.clone()), &shutdown);
     }
     let mut diag_addrs = Vec::new();
+    let mut diag_listeners = Vec::new();
     for addr in &args.diagnostic_addrs {
         let listener = bind(addr).await?;
-        diag_addrs.push(listener.local_addr().map_err(|source| RunError::Listen {
+        let listen_err = |source| RunError::Listen {
             addr: addr.clone(),
             source,
-        })?);
-        serve(
+        };
+        diag_addrs.push(listener.local_addr().map_err(listen_err)?);
+        diag_listeners.push(listener.into_std().map_err(listen_err)?);
+    }
+    if !diag_listeners.is_empty() {
+        serve_diagnostics(
             &tracker,
-            listener,
+            diag_listeners,
             server::diagnostic_router(state.clone()),
             &shutdown,
-        );
+        )
+        .map_err(RunError::DiagnosticRuntime)?;
     }
     tracing::info!(
         addrs = ?main_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -135,12 +155,50 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
 
     shutdown.cancelled().await;
     tracing::info!("Shutting down...");
+    if let Some(plugin) = bundle_plugin {
+        plugin.stop().await;
+    }
     let grace = Duration::from_secs(args.shutdown_grace_period);
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::error!("Graceful shutdown timed out; in-flight requests were dropped.");
+    }
+    if let Some(status) = status {
+        status
+            .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
     tracing::info!("Server shutdown.");
     Ok(())
+}
+
+/// Starts the status plugin when configured and publishes its view to `GET /v1/status`.
+fn start_status(
+    state: &Arc<AppState>,
+    services: &rest::Services,
+) -> Option<plugins::status::StatusPlugin> {
+    let config = state.config.status.clone()?;
+    // Config validation guarantees the service exists.
+    let sender = config
+        .service
+        .as_deref()
+        .and_then(|name| services.get(name))
+        .map(|client| client as Arc<dyn plugins::status::push::Sender>);
+    let plugin = plugins::status::StatusPlugin::start(
+        config,
+        plugins::status::Deps {
+            manager: state.plugins.clone(),
+            bundles: state.bundles.clone(),
+            telemetry: state.telemetry.clone(),
+            labels: state.config.labels.clone(),
+            sender,
+        },
+    );
+    let _ = state.status.set(plugin.view());
+    Some(plugin)
 }
 
 fn serve(
@@ -159,4 +217,49 @@ fn serve(
             tracing::error!(error = %err, "Listener failed.");
         }
     });
+}
+
+/// Serves the diagnostic listeners on their own single-threaded runtime and OS thread, so that
+/// `/health` and `/metrics` there never queue behind policy evaluations, which run inline on the
+/// main runtime's workers. The main listeners keep their zero-handoff request path.
+fn serve_diagnostics(
+    tracker: &TaskTracker,
+    listeners: Vec<std::net::TcpListener>,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let shutdown = shutdown.clone();
+    // Tracked like the main listeners, so shutdown waits for in-flight diagnostic requests.
+    let serving = tracker.track_future(async move {
+        let mut servers = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(err) => {
+                    tracing::error!(error = %err, "Diagnostic listener failed.");
+                    continue;
+                }
+            };
+            let service = router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let shutdown = shutdown.clone();
+            servers.spawn(async move {
+                if let Err(err) = axum::serve(listener, service)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await
+                {
+                    tracing::error!(error = %err, "Listener failed.");
+                }
+            });
+        }
+        while servers.join_next().await.is_some() {}
+    });
+    std::thread::Builder::new()
+        .name("regent-diagnostic".into())
+        .spawn(move || runtime.block_on(serving))?;
+    Ok(())
 }

@@ -32,11 +32,15 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal_shutdown(shutdown.clone()));
         regent::run(args, shutdown).await
-    })?;
+    });
+    // `run` already waited the grace period; an evaluation still running past it is abandoned
+    // rather than waited for (dropping the runtime would block until it finished).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result?;
     Ok(())
 }
 

@@ -44,7 +44,8 @@ pub enum RestError {
 }
 
 impl RestError {
-    fn request(err: reqwest::Error) -> Self {
+    /// A transport error with its whole cause chain.
+    pub fn from_reqwest(err: reqwest::Error) -> Self {
         // reqwest's top-level message hides the cause ("error sending request"); keep the chain.
         let mut text = err.to_string();
         let mut source = std::error::Error::source(&err);
@@ -213,6 +214,11 @@ impl ServiceClient {
         &self.name
     }
 
+    /// The service's `response_header_timeout_seconds` (`None`: wait forever).
+    pub fn header_timeout(&self) -> Option<Duration> {
+        self.header_timeout
+    }
+
     /// `<service url>/<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base_url, path.trim_start_matches('/'))
@@ -254,7 +260,7 @@ impl ServiceClient {
             })?,
             None => pending.await,
         }
-        .map_err(RestError::request)?;
+        .map_err(RestError::from_reqwest)?;
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             // A revoked or rotated OAuth2 token: fetch a fresh one next time.
             if let Auth::OAuth2(o) = &self.auth {
@@ -335,7 +341,7 @@ impl ServiceClient {
         let resp = tokio::time::timeout(limit, req.send())
             .await
             .map_err(|_| RestError::OAuth2("timeout".into()))?
-            .map_err(|e| RestError::OAuth2(RestError::request(e).to_string()))?;
+            .map_err(|e| RestError::OAuth2(RestError::from_reqwest(e).to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(RestError::OAuth2(format!(

@@ -7,7 +7,10 @@
 
 pub mod active;
 pub mod bundles;
+pub mod decisions;
+pub mod health;
 pub mod services;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,8 @@ pub struct MetricsConfig {
     /// `server.metrics.http_instrumentation` (regent only, default true): a diagnostic knob that
     /// stops observing HTTP requests, to measure what the observation costs. `/metrics` stays.
     pub http_instrumentation: bool,
+    /// `server.metrics.decisions` (regent only): see `decisions.rs`.
+    pub decisions: decisions::DecisionMetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -83,12 +88,14 @@ pub struct Config {
     /// Services in declaration order; the first is the default for bundles.
     pub services: Vec<services::ServiceConfig>,
     pub bundles: Vec<bundles::BundleConfig>,
-    /// The raw `status` tree; the status plugin validates its own keys.
-    pub status: Option<Json>,
+    /// `status:`; `None` when the status plugin is not enabled.
+    pub status: Option<status::StatusConfig>,
     /// `persistence_directory` as configured; see [`Config::persistence_directory`].
     pub persistence_directory: Option<PathBuf>,
     /// Configured keys regent ignores, for a startup warning.
     pub warnings: Vec<String>,
+    /// Regent's `health:` section (opt-in `/health` checks beyond OPA's).
+    pub health: health::HealthConfig,
 }
 
 #[derive(Debug, Error)]
@@ -154,6 +161,7 @@ impl Config {
         let http_instrumentation = v
             .bool("server.metrics.http_instrumentation")
             .unwrap_or(true);
+        let decision_metrics = decisions::parse(&mut v);
         let default_decision = v
             .string("default_decision")
             .unwrap_or_else(|| DEFAULT_DECISION.into());
@@ -164,8 +172,9 @@ impl Config {
         let services = services::parse(&mut v);
         let service_names = services::declared_names(v.get("services"));
         let bundles = bundles::parse(&mut v, &service_names);
-        let status = v.get("status").cloned();
+        let status = status::parse(&mut v, &service_names);
         let persistence_directory = v.string("persistence_directory").map(PathBuf::from);
+        let health = health::parse(v.raw, v.errors);
         for (key, why) in REFUSED {
             if v.get(key).is_some() {
                 v.errors.push(format!("{key}: {why}"));
@@ -193,6 +202,7 @@ impl Config {
                 metrics: MetricsConfig {
                     http_request_duration_buckets: buckets,
                     http_instrumentation,
+                    decisions: decision_metrics,
                 },
             },
             default_decision: normalise_decision(&default_decision),
@@ -204,6 +214,7 @@ impl Config {
             status,
             persistence_directory,
             warnings,
+            health,
             raw,
         })
     }

@@ -15,7 +15,7 @@
 //!    value, functions) goes to the prepared interpreter with a query, as before.
 //!
 //! Programs that could meet a rule conflict are not run on the RVM, which would not report it
-//! (see `conflicts.rs`). A tier-1 or tier-2 run that fails for any reason (instruction limit, a conflict, a builtin
+//! (see `rvm_safety.rs`). A tier-1 or tier-2 run that fails for any reason (instruction limit, a conflict, a builtin
 //! error) is not answered from that tier: the caller re-runs the decision on the interpreter, so
 //! errors always carry the interpreter's wording and a fast tier can never turn an error into a
 //! value. `tests/differential.rs` holds both paths to identical results.
@@ -34,7 +34,7 @@ use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::{Program, RegoVM};
 use regorus::{Engine, Value};
 
-use super::conflicts::rvm_gives_opas_answers;
+use super::rvm_safety::rvm_gives_opas_answers;
 
 /// How many distinct decision paths one snapshot plans. Real deployments query a handful of
 /// decision paths; the bound only stops a client enumerating base-data paths from growing the

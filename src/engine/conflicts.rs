@@ -1,134 +1,83 @@
-//! Whether an RVM program gives OPA's answers for every input.
+//! Base data that collides with a rule, which OPA refuses and regorus would silently accept.
 //!
-//! regorus's RVM (0.14.1) evaluates conflicts differently from OPA and from its own interpreter:
-//! where OPA fails with `eval_conflict_error` (a complete rule or function producing two
-//! different values, two values for one key of a partial object), the RVM answers: undefined, or
-//! the last value seen. It also ignores `default` functions. It does not report either, so the
-//! answer cannot be checked afterwards; instead a program is only used when none of its rules
-//! can conflict or needs a default function, judged from their definitions:
-//!
-//! - partial sets never conflict;
-//! - partial objects may (two bodies, one key), so they are refused;
-//! - a complete rule or function is accepted when its value is computed at most once (one
-//!   definition without a body, or one body with no statements), or when every body produces a
-//!   constant and they cannot disagree: all constants equal, or one definition whose other
-//!   bodies are `else` branches (first success wins there, as in OPA);
-//! - a program that calls any function is refused when the policies declare a default function.
-//!
-//! The test is conservative: a rule like `x := input.a if input.b` cannot conflict but is
-//! refused because its value is computed in a body. Such paths still get the direct rule
-//! evaluation tier.
+//! OPA rejects a policy/data combination where a rule's path also holds base data: the write
+//! (or the module) fails with "conflicting rule for data path <p> found". regorus instead lets
+//! the data shadow the rule, so decisions would quietly change. Every snapshot runs this check.
 
-use regorus::rvm::program::RuleType;
-use regorus::rvm::Program;
-use regorus::unstable::{Expr, Rule, RuleHead};
-use regorus::{CompiledPolicy, Value};
+use std::collections::BTreeMap;
 
-/// True when every rule the program runs is free of conflicts and default functions.
-pub fn rvm_gives_opas_answers(policy: &CompiledPolicy, program: &Program) -> bool {
-    let rules = policy.get_rules();
-    let calls_functions = program.rule_infos.iter().any(|r| r.function_info.is_some());
-    if calls_functions && has_default_function(policy) {
-        return false;
+use serde_json::Value as Json;
+
+use super::document;
+use super::error::RegoError;
+use super::modules::ModuleInfo;
+
+/// OPA's `storage.NonEmpty`: data exists at `path`, or the deepest existing ancestor below the
+/// root is not an object (so a write at `path` would have replaced something).
+fn non_empty(data: &Json, path: &[String]) -> bool {
+    if document::get(data, path).is_some() {
+        return true;
     }
-    program.rule_infos.iter().all(|info| match info.rule_type {
-        RuleType::PartialSet => true,
-        RuleType::PartialObject => false,
-        // Default-only rules have no definitions in the map: they have one value.
-        RuleType::Complete => rules
-            .get(&info.name)
-            .is_none_or(|defs| single_valued(defs.iter().map(|d| &**d))),
-    })
+    (1..path.len())
+        .rev()
+        .find_map(|i| document::get(data, &path[..i]))
+        .is_some_and(|v| !v.is_object())
 }
 
-fn has_default_function(policy: &CompiledPolicy) -> bool {
-    policy.get_modules().iter().any(|module| {
-        module
-            .policy
-            .iter()
-            .any(|rule| matches!(&**rule, Rule::Default { args, .. } if !args.is_empty()))
-    })
-}
-
-/// The values one definition's bodies produce: `Some(constant)` per body, `None` for a computed
-/// value; plus whether the definition computes its value at most once.
-struct Definition {
-    constants: Vec<(Option<Value>, bool)>,
-    computed_once: bool,
-}
-
-fn definition(rule: &Rule) -> Option<Definition> {
-    let Rule::Spec { head, bodies, .. } = rule else {
-        return None;
-    };
-    let head_value = match head {
-        RuleHead::Compr { assign, .. } | RuleHead::Func { assign, .. } => {
-            assign.as_ref().map(|a| &*a.value)
-        }
-        RuleHead::Set { .. } => return None,
-    };
-    let computed_once = match bodies.as_slice() {
-        [] => true,
-        [only] => only.query.stmts.is_empty(),
-        _ => false,
-    };
-    let constants = if bodies.is_empty() {
-        vec![(constant(head_value), false)]
-    } else {
-        bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                let value = match &body.assign {
-                    Some(assign) => Some(&*assign.value),
-                    None if i == 0 => head_value,
-                    None => None,
-                };
-                (constant(value), body.is_else)
-            })
-            .collect()
-    };
-    Some(Definition {
-        constants,
-        computed_once,
-    })
-}
-
-fn single_valued<'a>(defs: impl Iterator<Item = &'a Rule>) -> bool {
-    let defs: Option<Vec<Definition>> = defs.map(definition).collect();
-    let Some(defs) = defs else {
-        return false;
-    };
-    if let [only] = defs.as_slice() {
-        if only.computed_once {
-            return true;
-        }
-        // An else chain of constants: each body, iterating or not, yields its one constant,
-        // and only the first successful body counts.
-        let all_constant = only.constants.iter().all(|(c, _)| c.is_some());
-        let chain = only.constants.iter().skip(1).all(|(_, is_else)| *is_else);
-        if all_constant && chain {
-            return true;
-        }
+/// One error per rule path that also holds base data, located at the first rule defining it.
+pub fn check(modules: &BTreeMap<String, ModuleInfo>, data: &Json) -> Vec<RegoError> {
+    let mut first_rule: BTreeMap<&[String], &super::modules::RuleEntry> = BTreeMap::new();
+    for rule in modules.values().flat_map(|m| &m.rules) {
+        first_rule.entry(rule.path.as_slice()).or_insert(rule);
     }
-    let mut values = defs.iter().flat_map(|d| d.constants.iter().map(|(c, _)| c));
-    match values.next() {
-        Some(Some(first)) => values.all(|v| v.as_ref() == Some(first)),
-        _ => false,
-    }
+    first_rule
+        .into_iter()
+        .filter(|(path, _)| !path.is_empty() && non_empty(data, path))
+        .map(|(path, rule)| RegoError {
+            code: "rego_compile_error".into(),
+            message: format!("conflicting rule for data path {} found", path.join("/")),
+            location: Some(rule.location.clone()),
+        })
+        .collect()
 }
 
-/// The value of a scalar literal; `None` (no value expression) means `true`, as in `p if ...`.
-fn constant(expr: Option<&Expr>) -> Option<Value> {
-    match expr {
-        None => Some(Value::Bool(true)),
-        Some(
-            Expr::String { value, .. }
-            | Expr::RawString { value, .. }
-            | Expr::Number { value, .. }
-            | Expr::Bool { value, .. }
-            | Expr::Null { value, .. },
-        ) => Some(value.clone()),
-        Some(_) => None,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn modules(rego: &str) -> BTreeMap<String, ModuleInfo> {
+        let mut engine = regorus::Engine::new();
+        engine.add_policy("testmod".into(), rego.into()).unwrap();
+        let info = ModuleInfo::from_module("testmod", &engine.get_modules()[0]);
+        [("testmod".to_string(), info)].into_iter().collect()
+    }
+
+    #[test]
+    fn data_at_or_below_a_rule_conflicts() {
+        let m = modules("package x.y\np = 1\n");
+        for data in [
+            json!({"x": {"y": {"p": "xxx"}}}),
+            json!({"x": {"y": {"p": {"a": 1}}}}),
+            json!({"x": {"y": 5}}),
+        ] {
+            let errs = check(&m, &data);
+            assert_eq!(errs.len(), 1, "{data}");
+            assert_eq!(
+                errs[0].message,
+                "conflicting rule for data path x/y/p found"
+            );
+            let loc = errs[0].location.as_ref().unwrap();
+            assert_eq!((loc.file.as_str(), loc.row), ("testmod", 2));
+        }
+        let m = modules("package x.y\np = 1\nq = 2\n");
+        assert_eq!(check(&m, &json!({"x": {"y": 5}})).len(), 2);
+    }
+
+    #[test]
+    fn sibling_data_does_not_conflict() {
+        let m = modules("package x.y\np = 1\n");
+        assert!(check(&m, &json!({"x": {"y": {"other": 1}}, "z": 1})).is_empty());
+        assert!(check(&m, &json!({})).is_empty());
     }
 }

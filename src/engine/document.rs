@@ -1,8 +1,9 @@
 //! The base data document: reads and writes by path, as OPA's in-memory store does them.
 //!
-//! Paths are lists of unescaped segments. Objects create missing parents on write; arrays take
-//! decimal indices (and `-` to append, as JSON Patch does). Errors carry OPA's wording so the
-//! server can answer with the same messages.
+//! Paths are lists of unescaped segments; arrays take decimal indices (and `-` to append, as JSON
+//! Patch does). `put` creates missing object parents like OPA's `storage.MakeDir` (a non-object
+//! ancestor is a write conflict); `add` inserts into arrays and needs an existing parent. Errors
+//! carry OPA's storage wording so the server can answer with the same messages.
 
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -15,8 +16,12 @@ pub enum DocumentError {
     Conflict(String),
     #[error("bad patch operation: {0}")]
     BadPatchOp(String),
-    #[error("invalid patch: {0}")]
+    /// A write the store refuses outright (the root must stay an object).
+    #[error("storage_invalid_patch_error: {0}")]
     InvalidPatch(String),
+    /// A PATCH body that is not a list of operations.
+    #[error("{0}")]
+    MalformedPatch(String),
 }
 
 /// Renders a path the way OPA's storage errors do: `/a/b`.
@@ -32,68 +37,66 @@ pub fn get<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
     })
 }
 
-/// Writes `value` at `path`, creating missing object parents. An empty path replaces the root,
-/// which must then be an object.
+/// Writes `value` at `path` as OPA's `PUT /v1/data` does: missing parents become objects, an
+/// existing non-object ancestor is a write conflict, and the write itself is an `add`.
 pub fn put(doc: &mut Value, path: &[String], value: Value) -> Result<(), DocumentError> {
+    if !path.is_empty() && get(doc, path).is_none() {
+        make_dir(doc, &path[..path.len() - 1])?;
+    }
+    add(doc, path, value)
+}
+
+/// Creates the objects along `path` below its deepest existing ancestor, which must be an object.
+fn make_dir(doc: &mut Value, path: &[String]) -> Result<(), DocumentError> {
+    let existing = (0..=path.len())
+        .rev()
+        .find(|&i| get(doc, &path[..i]).is_some())
+        .unwrap_or(0);
+    let mut node = get_mut(doc, &path[..existing]).expect("prefix was found above");
+    for (depth, seg) in path.iter().enumerate().skip(existing) {
+        let Value::Object(map) = node else {
+            return Err(DocumentError::Conflict(display_path(&path[..depth])));
+        };
+        node = map
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if node.is_object() {
+        Ok(())
+    } else {
+        Err(DocumentError::Conflict(display_path(path)))
+    }
+}
+
+/// JSON Patch `add`: the parent must exist; arrays get an insertion, objects a (re)placed key.
+fn add(doc: &mut Value, path: &[String], value: Value) -> Result<(), DocumentError> {
     let Some((last, parents)) = path.split_last() else {
         if !value.is_object() {
-            return Err(DocumentError::Conflict(
-                "root must be object: data must be an object".into(),
-            ));
+            return Err(DocumentError::InvalidPatch("root must be object".into()));
         }
         *doc = value;
         return Ok(());
     };
-    let mut node = doc;
-    for (depth, seg) in parents.iter().enumerate() {
-        node = match node {
-            Value::Object(map) => map
-                .entry(seg.clone())
-                .or_insert_with(|| Value::Object(Map::new())),
-            Value::Array(items) => {
-                let idx = array_index(seg, items.len(), false)
-                    .ok_or_else(|| DocumentError::NotFound(display_path(&path[..=depth])))?;
-                &mut items[idx]
-            }
-            _ => return Err(DocumentError::Conflict(display_path(&path[..depth]))),
-        };
-    }
-    match node {
-        Value::Object(map) => {
+    match get_mut(doc, parents) {
+        Some(Value::Object(map)) => {
             map.insert(last.clone(), value);
             Ok(())
         }
-        Value::Array(items) => {
-            let idx = array_index(last, items.len(), true)
-                .ok_or_else(|| DocumentError::NotFound(display_path(path)))?;
-            if idx == items.len() {
-                items.push(value);
-            } else {
-                items[idx] = value;
-            }
-            Ok(())
-        }
-        _ => Err(DocumentError::Conflict(display_path(parents))),
-    }
-}
-
-/// Inserts into arrays (JSON Patch `add` semantics) instead of replacing the element.
-fn add(doc: &mut Value, path: &[String], value: Value) -> Result<(), DocumentError> {
-    if let Some((last, parents)) = path.split_last() {
-        if let Some(Value::Array(items)) = get_mut(doc, parents) {
+        Some(Value::Array(items)) => {
             let idx = array_index(last, items.len(), true)
                 .ok_or_else(|| DocumentError::NotFound(display_path(path)))?;
             items.insert(idx, value);
-            return Ok(());
+            Ok(())
         }
+        Some(_) => Err(DocumentError::Conflict(display_path(parents))),
+        None => Err(DocumentError::NotFound(display_path(parents))),
     }
-    put(doc, path, value)
 }
 
 pub fn remove(doc: &mut Value, path: &[String]) -> Result<Value, DocumentError> {
     let not_found = || DocumentError::NotFound(display_path(path));
     let Some((last, parents)) = path.split_last() else {
-        return Ok(std::mem::replace(doc, Value::Object(Map::new())));
+        return Err(DocumentError::InvalidPatch("root cannot be removed".into()));
     };
     match get_mut(doc, parents).ok_or_else(not_found)? {
         Value::Object(map) => map.remove(last).ok_or_else(not_found),
@@ -136,9 +139,9 @@ pub struct PatchOp {
 
 /// Parses a JSON Patch body whose paths are relative to `base`.
 pub fn parse_patch(body: &Value, base: &[String]) -> Result<Vec<PatchOp>, DocumentError> {
-    let ops = body
-        .as_array()
-        .ok_or_else(|| DocumentError::InvalidPatch("patch must be an array".into()))?;
+    let ops = body.as_array().ok_or_else(|| {
+        DocumentError::MalformedPatch("patch must be a JSON array of operations".into())
+    })?;
     ops.iter()
         .map(|op| {
             let kind = op
@@ -181,7 +184,11 @@ pub fn apply_patch(doc: &mut Value, ops: Vec<PatchOp>) -> Result<(), DocumentErr
                 if get(doc, &op.path).is_none() {
                     return Err(DocumentError::NotFound(display_path(&op.path)));
                 }
-                put(doc, &op.path, value())?;
+                if op.path.is_empty() {
+                    add(doc, &op.path, value())?;
+                } else if let Some(slot) = get_mut(doc, &op.path) {
+                    *slot = value();
+                }
             }
         }
     }
@@ -216,12 +223,48 @@ mod tests {
     }
 
     #[test]
-    fn arrays_take_indices_and_dash() {
-        let mut doc = json!({"xs": [1, 2]});
-        put(&mut doc, &p("/xs/-"), json!(3)).unwrap();
-        put(&mut doc, &p("/xs/0"), json!(0)).unwrap();
-        assert_eq!(doc, json!({"xs": [0, 2, 3]}));
-        assert!(put(&mut doc, &p("/xs/9"), json!(0)).is_err());
+    fn put_below_an_array_is_a_conflict_at_the_array() {
+        let mut doc = json!({"a": {"b": [1, 2, 3, 4]}});
+        assert_eq!(
+            put(&mut doc, &p("/a/b/c/d"), json!(0)),
+            Err(DocumentError::Conflict("/a/b".into()))
+        );
+        assert_eq!(
+            DocumentError::Conflict("/a/b".into()).to_string(),
+            "storage_write_conflict_error: /a/b"
+        );
+    }
+
+    #[test]
+    fn root_stays_an_object() {
+        let mut doc = json!({"a": 1});
+        assert_eq!(
+            put(&mut doc, &[], json!([1])).unwrap_err().to_string(),
+            "storage_invalid_patch_error: root must be object"
+        );
+        assert_eq!(
+            remove(&mut doc, &[]).unwrap_err().to_string(),
+            "storage_invalid_patch_error: root cannot be removed"
+        );
+        put(&mut doc, &[], json!({"b": 2})).unwrap();
+        assert_eq!(doc, json!({"b": 2}));
+    }
+
+    #[test]
+    fn patch_add_appends_and_needs_a_parent() {
+        let mut doc = json!({"x": []});
+        let ops = parse_patch(
+            &json!([{"op": "add", "path": "-", "value": {"a": 1}}, {"op": "add", "path": "-", "value": 2}]),
+            &p("/x"),
+        )
+        .unwrap();
+        apply_patch(&mut doc, ops).unwrap();
+        assert_eq!(doc, json!({"x": [{"a": 1}, 2]}));
+        let ops = parse_patch(&json!([{"op": "add", "path": "/y/z", "value": 1}]), &[]).unwrap();
+        assert!(matches!(
+            apply_patch(&mut doc, ops),
+            Err(DocumentError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Evaluating a decision path or an ad-hoc query against a snapshot.
+//! Evaluating a decision path against a snapshot (ad-hoc queries are in `query.rs`).
 
 use regorus::Value;
 
@@ -23,16 +23,60 @@ pub fn path_ref(path: &[String]) -> String {
     out
 }
 
+/// Per-request evaluation switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    /// `?strict-builtin-errors`: a failing builtin fails the query instead of being undefined.
+    pub strict_builtin_errors: bool,
+}
+
+/// The reference OPA prints for a data path: `data.a[0]["b-c"]`.
+pub fn display_ref(path: &[String]) -> String {
+    let mut out = String::from("data");
+    for seg in path {
+        let ident = seg
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ident {
+            out.push('.');
+            out.push_str(seg);
+        } else if seg.parse::<i64>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            out.push('[');
+            out.push_str(&serde_json::to_string(seg).expect("strings serialise"));
+            out.push(']');
+        }
+    }
+    out
+}
+
 /// Evaluates `data.<path>` with `input`. `Ok(None)` means undefined.
-///
-/// The snapshot's plan for the path answers when it has a fast tier that succeeds; otherwise
-/// (no fast tier, a fast-tier failure, or a path past the plan cache's bound) the interpreter
-/// does, so errors always come from the interpreter.
 pub fn eval_path(
     snapshot: &Snapshot,
     path: &[String],
     input: Option<Value>,
 ) -> Result<Option<Value>, EngineError> {
+    eval_path_with(snapshot, path, input, EvalOptions::default())
+}
+
+/// [`eval_path`] with per-request options.
+///
+/// The snapshot's plan for the path answers when it has a fast tier that succeeds; otherwise
+/// (no fast tier, a fast-tier failure, or a path past the plan cache's bound) the interpreter
+/// does, so errors always come from the interpreter. The fast tiers run with OPA's default,
+/// non-strict builtin errors; `?strict-builtin-errors` requests take the interpreter.
+pub fn eval_path_with(
+    snapshot: &Snapshot,
+    path: &[String],
+    input: Option<Value>,
+    options: EvalOptions,
+) -> Result<Option<Value>, EngineError> {
+    if options.strict_builtin_errors {
+        return interpret(snapshot.strict_engine(), path_ref(path), input);
+    }
     let plan = snapshot.plans().get(path, || path_ref(path));
     if let Some(value) = plan
         .as_ref()
@@ -44,7 +88,7 @@ pub fn eval_path(
         Some(plan) => plan.query.clone(),
         None => path_ref(path),
     };
-    interpret_path(snapshot, query, input)
+    interpret(snapshot.engine(), query, input)
 }
 
 /// Evaluates a `data[...]` reference on the interpreter: the reference path for every decision.
@@ -53,7 +97,14 @@ pub fn interpret_path(
     query: String,
     input: Option<Value>,
 ) -> Result<Option<Value>, EngineError> {
-    let mut engine = snapshot.engine();
+    interpret(snapshot.engine(), query, input)
+}
+
+fn interpret(
+    mut engine: regorus::Engine,
+    query: String,
+    input: Option<Value>,
+) -> Result<Option<Value>, EngineError> {
     if let Some(input) = input {
         engine.set_input(input);
     }
@@ -70,23 +121,6 @@ pub fn interpret_path(
 
 fn defined(value: Value) -> Option<Value> {
     (value != Value::Undefined).then_some(value)
-}
-
-/// Evaluates an ad-hoc query and returns one object of variable bindings per solution, as
-/// `/v1/query` reports them.
-pub fn eval_query(
-    snapshot: &Snapshot,
-    query: &str,
-    input: Option<Value>,
-) -> Result<Vec<Value>, EngineError> {
-    let mut engine = snapshot.engine();
-    if let Some(input) = input {
-        engine.set_input(input);
-    }
-    let results = engine
-        .eval_query(query.to_string(), false)
-        .map_err(|e| EngineError::Eval(vec![RegoError::from_regorus(Stage::Eval, &e)]))?;
-    Ok(results.result.into_iter().map(|r| r.bindings).collect())
 }
 
 #[cfg(test)]
@@ -110,10 +144,36 @@ mod tests {
     }
 
     #[test]
+    fn builtin_errors_are_undefined_unless_strict() {
+        let s = snapshot(
+            "package t\n\ndefault p := false\n\np if 1 / 0\n",
+            serde_json::json!({}),
+        );
+        let path = vec!["t".to_string(), "p".to_string()];
+        assert_eq!(
+            eval_path(&s, &path, None).unwrap(),
+            Some(Value::from(false))
+        );
+        let strict = EvalOptions {
+            strict_builtin_errors: true,
+        };
+        let err = eval_path_with(&s, &path, None, strict).unwrap_err();
+        assert!(matches!(err, EngineError::Eval(_)));
+        // The strict engine is separate: ordinary requests stay lenient.
+        assert_eq!(
+            eval_path(&s, &path, None).unwrap(),
+            Some(Value::from(false))
+        );
+    }
+
+    #[test]
     fn path_ref_quotes_and_indexes() {
         let p = |s: &[&str]| path_ref(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(p(&[]), "data");
         assert_eq!(p(&["a", "0", "b-c"]), r#"data["a"][0]["b-c"]"#);
+        let d = |s: &[&str]| display_ref(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(d(&["system", "main"]), "data.system.main");
+        assert_eq!(d(&["a", "0", "b-c"]), r#"data.a[0]["b-c"]"#);
     }
 
     #[test]

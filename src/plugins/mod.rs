@@ -3,5 +3,6 @@
 
 pub mod bundle;
 pub mod manager;
+pub mod status;
 
 pub use manager::{PluginManager, PluginStatus, PluginStatuses, State};

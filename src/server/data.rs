@@ -15,7 +15,8 @@ use super::error::ApiError;
 use super::params::{path_segments, Params};
 use super::timers::{RequestTimers, Timers};
 use super::{body, reply, AppState};
-use crate::engine::eval::eval_path;
+use crate::engine::eval::{display_ref, eval_path, eval_path_with, EvalOptions};
+use crate::telemetry::decisions::{Api, Outcome, Stage};
 
 #[derive(Deserialize)]
 struct DataRequest {
@@ -43,10 +44,14 @@ fn decode<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, bytes: &[u8]) -> Re
     }
 }
 
-pub async fn get_v1(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn get_v1(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let params = Params::parse(uri.query());
-    let mut timers = RequestTimers::new(params.flag("metrics") || params.flag("instrument"));
+    let mut timers = decision_timers(&state, &params);
     let input = match params.last("input") {
         Some(text) => Some(timers.time("timer_rego_input_parse_ns", || {
             serde_json::from_str::<regorus::Value>(text).map_err(|e| {
@@ -58,7 +63,9 @@ pub async fn get_v1(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Resp
         None => None,
     };
     let path = path_segments(uri.path(), "/v1/data");
-    decide_v1(&state, &params, &path, input, None, timers, started)
+    decide_v1(
+        &state, &params, &headers, &path, input, None, timers, started,
+    )
 }
 
 pub async fn post_v1(
@@ -69,7 +76,7 @@ pub async fn post_v1(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let params = Params::parse(uri.query());
-    let mut timers = RequestTimers::new(params.flag("metrics") || params.flag("instrument"));
+    let mut timers = decision_timers(&state, &params);
     let bytes = body::read(&headers, body, &state.config.server.decoding, true).await?;
     let input = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
@@ -87,12 +94,24 @@ pub async fn post_v1(
         serde_json::json!({"code": "api_usage_warning", "message": "'input' key missing from the request"})
     });
     let path = path_segments(uri.path(), "/v1/data");
-    decide_v1(&state, &params, &path, input, warning, timers, started)
+    decide_v1(
+        &state, &params, &headers, &path, input, warning, timers, started,
+    )
 }
 
+/// `?metrics` timers that also time the decision's stages for the decision metrics.
+fn decision_timers(state: &AppState, params: &Params) -> RequestTimers {
+    RequestTimers::for_decision(
+        params.flag("metrics") || params.flag("instrument"),
+        state.telemetry.decisions.stages(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn decide_v1(
     state: &AppState,
     params: &Params,
+    headers: &HeaderMap,
     path: &[String],
     input: Option<regorus::Value>,
     warning: Option<Json>,
@@ -100,20 +119,37 @@ fn decide_v1(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let snapshot = state.store.snapshot();
-    let result = timers.time("timer_rego_query_eval_ns", || {
-        eval_path(&snapshot, path, input)
-    })?;
-    let provenance = params
-        .flag("provenance")
-        .then(|| super::provenance(&snapshot));
-    timers.record("timer_server_handler_ns", started.elapsed());
-    let response = DataResponse {
-        result,
-        metrics: timers.into_reported(),
-        provenance,
-        warning,
+    let options = EvalOptions {
+        strict_builtin_errors: params.flag("strict-builtin-errors"),
     };
-    Ok(reply::ok(&response, params.flag("pretty")))
+    let evaluated = timers.time("timer_rego_query_eval_ns", || {
+        state
+            .evaluations
+            .run(|| eval_path_with(&snapshot, path, input, options))
+    });
+    let outcome = Outcome::of(&evaluated);
+    let answer = evaluated.map_err(ApiError::from).map(|result| {
+        let provenance = params
+            .flag("provenance")
+            .then(|| super::provenance(&snapshot));
+        timers.record("timer_server_handler_ns", started.elapsed());
+        let response = DataResponse {
+            result,
+            metrics: timers.take_reported(),
+            provenance,
+            warning,
+        };
+        timers.stage(Stage::ResultSerialize, || {
+            reply::ok(&response, params.flag("pretty"))
+        })
+    });
+    // Decision metrics: the one observation of every v1 decision (GET and POST).
+    let stages = timers.stages();
+    state
+        .telemetry
+        .decisions
+        .observe(Api::V1, path, outcome, stages, headers);
+    answer
 }
 
 /// `POST /v0/data[/path]`: the body is the input itself and the reply is the bare value.
@@ -124,7 +160,7 @@ pub async fn post_v0(
     body: Body,
 ) -> Result<Response, ApiError> {
     let path = path_segments(uri.path(), "/v0/data");
-    decide_v0(&state, &uri, &headers, body, &path).await
+    decide_v0(&state, Api::V0, &uri, &headers, body, &path).await
 }
 
 /// `POST /`: the default decision (`default_decision`, `/system/main` unless configured).
@@ -135,39 +171,67 @@ pub async fn post_index(
     body: Body,
 ) -> Result<Response, ApiError> {
     let path = path_segments(&state.config.default_decision, "");
-    decide_v0(&state, &uri, &headers, body, &path).await
+    decide_v0(&state, Api::Default, &uri, &headers, body, &path).await
 }
 
 async fn decide_v0(
     state: &AppState,
+    api: Api,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
     path: &[String],
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
+    let mut timers = RequestTimers::for_decision(false, state.telemetry.decisions.stages());
     let bytes = body::read(headers, body, &state.config.server.decoding, true).await?;
     let input = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(decode::<regorus::Value>(headers, &bytes).map_err(|e| {
-            ApiError::InvalidParameter(format!("body contains malformed input document: {e}"))
-        })?)
+        Some(
+            timers
+                .time("timer_rego_input_parse_ns", || {
+                    decode::<regorus::Value>(headers, &bytes)
+                })
+                .map_err(|e| {
+                    ApiError::InvalidParameter(format!(
+                        "unexpected parse error for input: body contains malformed input document: {e}"
+                    ))
+                })?,
+        )
     };
     let snapshot = state.store.snapshot();
-    match eval_path(&snapshot, path, input)? {
-        Some(value) => Ok(reply::json(StatusCode::OK, &value, params.flag("pretty"))),
+    let evaluated = timers.time("timer_rego_query_eval_ns", || {
+        state.evaluations.run(|| eval_path(&snapshot, path, input))
+    });
+    let outcome = Outcome::of(&evaluated);
+    let answer = evaluated.map_err(ApiError::from).map(|result| {
+        result.map(|value| {
+            timers.stage(Stage::ResultSerialize, || {
+                reply::json(StatusCode::OK, &value, params.flag("pretty"))
+            })
+        })
+    });
+    // Decision metrics: the one observation of every v0 and default decision.
+    let stages = timers.stages();
+    state
+        .telemetry
+        .decisions
+        .observe(api, path, outcome, stages, headers);
+    match answer? {
+        Some(response) => Ok(response),
         None => {
-            let reference = std::iter::once("data".to_string())
-                .chain(path.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(".");
-            let kind = if super::has_rules_at(&snapshot, path) {
+            // OPA says "undefined" when rules define the document (they just did not produce a
+            // value) and "missing" when nothing does.
+            let kind = if snapshot.has_rules_for(path) {
                 "undefined"
             } else {
                 "missing"
             };
-            Err(ApiError::Undefined(format!("document {kind}: {reference}")))
+            Err(ApiError::Undefined(format!(
+                "document {kind}: {}",
+                display_ref(path)
+            )))
         }
     }
 }

@@ -21,6 +21,11 @@ pub enum ApiError {
     },
     #[error("{0}")]
     InvalidOperation(String),
+    #[error("{message}")]
+    InvalidOperationWithErrors {
+        message: String,
+        errors: Vec<RegoError>,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -52,6 +57,9 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_parameter", rego(errors))
             }
             ApiError::InvalidOperation(_) => (StatusCode::BAD_REQUEST, "invalid_operation", vec![]),
+            ApiError::InvalidOperationWithErrors { errors, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_operation", rego(errors))
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "resource_not_found", vec![]),
             ApiError::Undefined(_) => (StatusCode::NOT_FOUND, "undefined_document", vec![]),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", vec![]),
@@ -66,9 +74,15 @@ impl ApiError {
                     "internal_error",
                     rego(errs),
                 ),
-                EngineError::InvalidData(_) => {
-                    (StatusCode::BAD_REQUEST, "invalid_parameter", vec![])
+                // Data writes report path conflicts as one message, as OPA does; the Policy API
+                // turns them into compile errors before they get here.
+                EngineError::PolicyNotFound(_) => {
+                    (StatusCode::NOT_FOUND, "resource_not_found", vec![])
                 }
+                EngineError::InvalidData(_)
+                | EngineError::EmptyModule
+                | EngineError::DataConflict(_)
+                | EngineError::Roots(_) => (StatusCode::BAD_REQUEST, "invalid_parameter", vec![]),
                 EngineError::Document(DocumentError::NotFound(_)) => {
                     (StatusCode::NOT_FOUND, "resource_not_found", vec![])
                 }

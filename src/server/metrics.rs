@@ -26,7 +26,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     }
     // Fast compression: a scrape is about 10 KiB and must stay cheap for the server.
     let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-    let compressed = gz.write_all(body.as_bytes()).and_then(|()| gz.finish());
+    let compressed = gz.write_all(&body).and_then(|()| gz.finish());
     match compressed {
         Ok(bytes) => (content_type, [(header::CONTENT_ENCODING, "gzip")], bytes).into_response(),
         Err(_) => (content_type, body).into_response(),

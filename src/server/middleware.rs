@@ -1,15 +1,20 @@
 //! Layers every request passes through, outermost first: request logging, decoding limits
 //! (main listener only), then instrumentation with OPA's "default handler" rules (HEAD -> 405,
-//! trailing slash -> 301) inside it, so those answers are observed as OPA observes them.
+//! trailing slash -> 301) inside it, so those answers are observed as OPA observes them, and
+//! innermost a panic guard that turns a panicking handler into OPA's 500.
 
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 
 use super::error::ApiError;
 use super::AppState;
@@ -112,7 +117,8 @@ pub async fn decoding_limits(
     next.run(req).await
 }
 
-/// OPA's request log: "Received request." and "Sent response." at info level.
+/// OPA's request log: "Received request." and "Sent response." at info level. The second line
+/// is written once the body has been sent, so `resp_bytes` is the size actually written.
 pub async fn log_requests(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -138,23 +144,90 @@ pub async fn log_requests(
         "Received request."
     );
     let response = next.run(req).await;
-    let resp_bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    tracing::info!(
+    let (parts, body) = response.into_parts();
+    let sent = SentLog {
         client_addr,
         req_id,
-        req_method = method,
-        req_path = path,
-        resp_status = response.status().as_u16(),
-        resp_bytes,
-        resp_duration = started.elapsed().as_secs_f64() * 1000.0,
-        "Sent response."
-    );
-    response
+        method,
+        path,
+        status: parts.status.as_u16(),
+        started,
+    };
+    Response::from_parts(
+        parts,
+        Body::new(CountedBody {
+            inner: body,
+            bytes: 0,
+            log: Some(sent),
+        }),
+    )
+}
+
+/// What the "Sent response." line needs besides the byte count.
+struct SentLog {
+    client_addr: String,
+    req_id: u64,
+    method: String,
+    path: String,
+    status: u16,
+    started: Instant,
+}
+
+impl SentLog {
+    fn emit(self, resp_bytes: u64) {
+        tracing::info!(
+            client_addr = self.client_addr,
+            req_id = self.req_id,
+            req_method = self.method,
+            req_path = self.path,
+            resp_status = self.status,
+            resp_bytes,
+            resp_duration = self.started.elapsed().as_secs_f64() * 1000.0,
+            "Sent response."
+        );
+    }
+}
+
+/// A response body that counts the bytes it yields and logs "Sent response." when it is done
+/// (fully sent, or dropped because the client went away).
+struct CountedBody {
+    inner: Body,
+    bytes: u64,
+    log: Option<SentLog>,
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.emit(self.bytes);
+        }
+    }
 }
 
 /// Wrong method on `/v0/data`, `/v1/data`, `/v1/policies`, `/v1/query`: empty 405.
@@ -162,6 +235,11 @@ pub async fn catchall() -> Response {
     let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
     response.extensions_mut().insert(Catchall);
     response
+}
+
+/// A handler that panicked answers OPA's 500 instead of dropping the connection.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("internal error while handling the request".into()).into_response()
 }
 
 /// Unknown paths: the Go mux's plain-text 404.

@@ -4,28 +4,36 @@
 //! drive either in-process or through the real binary. Handlers stay thin: they parse the
 //! request, call the engine or a plugin, and render the answer.
 
+pub mod blocking;
 mod body;
 mod config;
 mod data;
+mod data_write;
 pub mod error;
+mod health;
 mod index;
 mod metrics;
 mod middleware;
 pub mod params;
+mod policies;
+mod query;
 mod reply;
+mod status;
 mod timers;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value as Json};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::build;
 use crate::config::Config;
 use crate::engine::{Snapshot, Store};
 use crate::plugins::bundle::BundleStatusBoard;
+use crate::plugins::status::StatusView;
 use crate::plugins::PluginManager;
 use crate::telemetry::Telemetry;
 
@@ -39,6 +47,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-process request counter for the request log (`req_id`), starting at 1.
     pub request_ids: AtomicU64,
+    /// Evaluations in flight on the async workers (see [`blocking::keep_io_polled`]).
+    pub evaluations: Arc<blocking::Evaluations>,
+    /// Set once when the status plugin starts; unset means `GET /v1/status` answers "not enabled".
+    pub status: OnceLock<Arc<StatusView>>,
 }
 
 impl AppState {
@@ -56,6 +68,8 @@ impl AppState {
             telemetry,
             config,
             request_ids: AtomicU64::new(0),
+            evaluations: Arc::default(),
+            status: OnceLock::new(),
         })
     }
 }
@@ -67,17 +81,37 @@ fn family(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
 
 /// The main listener's router: the REST API plus health and metrics.
 pub fn router(state: Arc<AppState>) -> Router {
-    let data = || family(get(data::get_v1).post(data::post_v1));
+    let data = || {
+        family(
+            get(data::get_v1)
+                .post(data::post_v1)
+                .put(data_write::put)
+                .patch(data_write::patch),
+        )
+    };
     let v0 = || family(post(data::post_v0));
     Router::new()
         .route("/", get(index::get).post(data::post_index))
         .route("/v0/data", v0())
         .route("/v0/data/{*path}", v0())
         .route("/v1/data", data())
-        .route("/v1/data/{*path}", data())
+        .route("/v1/data/{*path}", data().delete(data_write::delete))
+        .route("/v1/policies", family(get(policies::list)))
+        .route(
+            "/v1/policies/{*id}",
+            family(
+                get(policies::get)
+                    .put(policies::put)
+                    .delete(policies::delete),
+            ),
+        )
+        .route("/v1/query", family(get(query::get).post(query::post)))
+        .route("/v1/query/{*path}", any(middleware::catchall))
         .route("/v1/config", get(config::get))
+        .route("/v1/status", family(get(status::get)))
         .merge(monitoring_routes())
         .fallback(any(middleware::not_found))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::instrument,
@@ -111,6 +145,8 @@ pub fn diagnostic_router(state: Arc<AppState>) -> Router {
 /// Routes served on both listener kinds.
 fn monitoring_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/health", get(health::get))
+        .route("/health/{*path}", get(health::get_path))
         .route(
             "/metrics",
             get(metrics::get).head(metrics::method_not_allowed),
@@ -138,23 +174,4 @@ pub fn provenance(snapshot: &Snapshot) -> Json {
         out["bundles"] = Json::Object(bundles);
     }
     out
-}
-
-/// True when some module's package lies on `path` (so an undefined answer is "undefined",
-/// not "missing", in v0 responses).
-pub fn has_rules_at(snapshot: &Snapshot, path: &[String]) -> bool {
-    snapshot.policies().values().any(|p| {
-        package_path(&p.raw).is_some_and(|pkg| {
-            let n = pkg.len().min(path.len());
-            pkg[..n] == path[..n]
-        })
-    })
-}
-
-/// The package path of a module, read from its `package` line.
-fn package_path(raw: &str) -> Option<Vec<String>> {
-    raw.lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix("package "))
-        .map(|p| p.trim().split('.').map(str::to_string).collect())
 }

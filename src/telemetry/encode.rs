@@ -18,14 +18,21 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value as Json};
 
-use super::family::{Metric, MetricFamily, MetricType, MetricValue};
+use super::family::{Exemplar, Metric, MetricFamily, MetricType, MetricValue};
 
 /// `Content-Type` of Prometheus text format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// `Content-Type` of the Prometheus protobuf format (length-delimited `MetricFamily` messages).
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
 /// An exposition format `/metrics` can answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Prometheus protobuf, the only format that carries native histograms; Prometheus asks for
+    /// it first when native histograms are enabled on its side.
+    Protobuf,
     /// Prometheus text format 0.0.4.
     Text,
     /// OpenMetrics text; `version` is the one the scraper asked for (`1.0.0` or `0.0.1`, which
@@ -37,6 +44,7 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Text => TEXT_CONTENT_TYPE,
+            Format::Protobuf => PROTOBUF_CONTENT_TYPE,
             Format::OpenMetrics { version: "0.0.1" } => {
                 "application/openmetrics-text; version=0.0.1; charset=utf-8"
             }
@@ -58,6 +66,8 @@ impl Format {
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let mut quality = 1.0f32;
             let mut version = None;
+            let mut proto = None;
+            let mut encoding = None;
             for param in parts {
                 let Some((key, value)) = param.split_once('=') else {
                     continue;
@@ -66,6 +76,8 @@ impl Format {
                 match key.trim().to_ascii_lowercase().as_str() {
                     "q" => quality = value.parse().unwrap_or(0.0),
                     "version" => version = Some(value.to_string()),
+                    "proto" => proto = Some(value.to_string()),
+                    "encoding" => encoding = Some(value.to_ascii_lowercase()),
                     _ => {}
                 }
             }
@@ -80,6 +92,12 @@ impl Format {
                     Format::OpenMetrics { version: "0.0.1" }
                 }
                 ("text/plain", None | Some("0.0.4")) | ("text/*" | "*/*", _) => Format::Text,
+                ("application/vnd.google.protobuf", _)
+                    if proto.as_deref() == Some("io.prometheus.client.MetricFamily")
+                        && encoding.as_deref() == Some("delimited") =>
+                {
+                    Format::Protobuf
+                }
                 _ => continue,
             };
             offers.push((quality, position, format));
@@ -92,16 +110,33 @@ impl Format {
 }
 
 /// Encodes `families` in `format`.
-pub fn encode(families: &[MetricFamily], format: Format) -> String {
+pub fn encode(families: &[MetricFamily], format: Format) -> Vec<u8> {
     match format {
-        Format::Text => text(families),
-        Format::OpenMetrics { .. } => openmetrics(families),
+        Format::Text => text(families).into_bytes(),
+        Format::OpenMetrics { .. } => openmetrics(families).into_bytes(),
+        Format::Protobuf => super::protobuf::encode(families),
+    }
+}
+
+/// A classic histogram: cumulative `(upper bound, count)` buckets without `+Inf`, count, sum.
+pub(super) type Classic<'a> = (&'a [(f64, u64)], u64, f64);
+
+/// The classic histogram in a histogram value.
+pub(super) fn classic(value: &MetricValue) -> Option<Classic<'_>> {
+    match value {
+        MetricValue::Histogram {
+            buckets,
+            count,
+            sum,
+        } => Some((buckets, *count, *sum)),
+        MetricValue::RichHistogram(h) => Some((&h.buckets, h.count, h.sum)),
+        MetricValue::Counter(_) | MetricValue::Gauge(_) => None,
     }
 }
 
 /// Families sorted by name, empty ones dropped, same-named ones merged (the first one's help and
 /// type win), each family's metrics sorted by their labels.
-fn gathered(families: &[MetricFamily]) -> Vec<(&MetricFamily, Vec<&Metric>)> {
+pub(super) fn gathered(families: &[MetricFamily]) -> Vec<(&MetricFamily, Vec<&Metric>)> {
     let mut sorted: Vec<&MetricFamily> =
         families.iter().filter(|f| !f.metrics.is_empty()).collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -141,11 +176,8 @@ pub fn text(families: &[MetricFamily]) -> String {
                     write_go_float(&mut out, *v);
                     out.push('\n');
                 }
-                MetricValue::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                } => {
+                value => {
+                    let (buckets, count, sum) = classic(value).expect("counters matched above");
                     let mut le = String::new();
                     for (bound, cumulative) in buckets {
                         le.clear();
@@ -155,13 +187,13 @@ pub fn text(families: &[MetricFamily]) -> String {
                         out.push('\n');
                     }
                     sample(&mut out, name, "_bucket", &metric.labels, Some("+Inf"));
-                    write_go_float(&mut out, *count as f64);
+                    write_go_float(&mut out, count as f64);
                     out.push('\n');
                     sample(&mut out, name, "_sum", &metric.labels, None);
-                    write_go_float(&mut out, *sum);
+                    write_go_float(&mut out, sum);
                     out.push('\n');
                     sample(&mut out, name, "_count", &metric.labels, None);
-                    write_go_float(&mut out, *count as f64);
+                    write_go_float(&mut out, count as f64);
                     out.push('\n');
                 }
             }
@@ -199,17 +231,20 @@ pub fn openmetrics(families: &[MetricFamily]) -> String {
                     write_om_float(&mut out, *v);
                     out.push('\n');
                 }
-                MetricValue::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                } => {
+                value => {
+                    let (buckets, count, sum) = classic(value).expect("counters matched above");
+                    let exemplars = match value {
+                        MetricValue::RichHistogram(h) => h.exemplars.as_slice(),
+                        _ => &[],
+                    };
                     let mut le = String::new();
-                    for (bound, cumulative) in buckets {
+                    for (i, (bound, cumulative)) in buckets.iter().enumerate() {
                         le.clear();
                         write_om_float(&mut le, *bound);
                         sample(&mut out, family_name, "_bucket", &metric.labels, Some(&le));
-                        let _ = writeln!(out, "{cumulative}");
+                        let _ = write!(out, "{cumulative}");
+                        write_exemplar(&mut out, exemplars.get(i));
+                        out.push('\n');
                     }
                     sample(
                         &mut out,
@@ -218,9 +253,11 @@ pub fn openmetrics(families: &[MetricFamily]) -> String {
                         &metric.labels,
                         Some("+Inf"),
                     );
-                    let _ = writeln!(out, "{count}");
+                    let _ = write!(out, "{count}");
+                    write_exemplar(&mut out, exemplars.get(buckets.len()));
+                    out.push('\n');
                     sample(&mut out, family_name, "_sum", &metric.labels, None);
-                    write_om_float(&mut out, *sum);
+                    write_om_float(&mut out, sum);
                     out.push('\n');
                     sample(&mut out, family_name, "_count", &metric.labels, None);
                     let _ = writeln!(out, "{count}");
@@ -230,6 +267,19 @@ pub fn openmetrics(families: &[MetricFamily]) -> String {
     }
     out.push_str("# EOF\n");
     out
+}
+
+/// Appends ` # {labels} value timestamp` for a bucket's exemplar, if it has one.
+fn write_exemplar(out: &mut String, exemplar: Option<&Option<Exemplar>>) {
+    let Some(Some(exemplar)) = exemplar else {
+        return;
+    };
+    out.push_str(" # ");
+    // An empty name writes just the braces; exemplars always have at least one label.
+    sample(out, "", "", &exemplar.labels, None);
+    write_om_float(out, exemplar.value);
+    out.push(' ');
+    let _ = write!(out, "{:.3}", exemplar.timestamp);
 }
 
 /// Writes `name<suffix>{labels[,le="..."]} ` (the value follows).
@@ -377,11 +427,8 @@ pub fn family_json(family: &MetricFamily) -> Json {
             let (key, value) = match &metric.value {
                 MetricValue::Counter(v) => ("counter", json!({"value": json_number(*v)})),
                 MetricValue::Gauge(v) => ("gauge", json!({"value": json_number(*v)})),
-                MetricValue::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                } => {
+                value => {
+                    let (buckets, count, sum) = classic(value).expect("counters matched above");
                     let buckets: Vec<Json> = buckets
                         .iter()
                         .map(|(bound, cumulative)| {
@@ -395,7 +442,7 @@ pub fn family_json(family: &MetricFamily) -> Json {
                         "histogram",
                         json!({
                             "sampleCount": count.to_string(),
-                            "sampleSum": json_number(*sum),
+                            "sampleSum": json_number(sum),
                             "bucket": buckets,
                         }),
                     )

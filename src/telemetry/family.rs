@@ -26,6 +26,42 @@ pub enum MetricValue {
         count: u64,
         sum: f64,
     },
+    /// A histogram that also carries exemplars and, optionally, native (exponential) buckets.
+    /// Encoders without a place for those write it as a plain [`MetricValue::Histogram`].
+    RichHistogram(Box<RichHistogram>),
+}
+
+/// See [`MetricValue::RichHistogram`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RichHistogram {
+    /// Cumulative counts per upper bound, in increasing order, without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum: f64,
+    /// One slot per bucket, then one for `+Inf`; empty when the series keeps no exemplars.
+    pub exemplars: Vec<Option<Exemplar>>,
+    pub native: Option<NativeBuckets>,
+}
+
+/// A sample observation kept beside a bucket so a scraper can link it (e.g. to a trace).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    /// Seconds since the Unix epoch.
+    pub timestamp: f64,
+}
+
+/// Native histogram buckets: bucket `i` holds observations in `(base^(i-1), base^i]` with
+/// `base = 2^(2^-schema)`; observations up to `zero_threshold` are in the zero bucket. Only
+/// positive observations exist here (durations).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeBuckets {
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    /// `(index, count)` of every non-empty bucket, by increasing index.
+    pub positive: Vec<(i32, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

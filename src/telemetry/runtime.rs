@@ -298,7 +298,8 @@ impl Collector for JemallocCollector {
     }
 }
 
-/// `tokio_*`: the async runtime serving requests, from tokio's stable runtime metrics.
+/// `tokio_*`: the async runtime serving the main listeners and the plugins (the one
+/// [`TokioCollector::current`] is called from), from tokio's stable runtime metrics.
 pub struct TokioCollector {
     handle: tokio::runtime::Handle,
 }
