@@ -4,8 +4,10 @@
 //! `warning`, `error`), `msg`, `time` (RFC 3339, seconds) and the event's fields, keys sorted;
 //! `json-pretty` is the same object indented; `text` is `time=… level=… msg=… key=value…`.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::SecondsFormat;
 use serde_json::Value as Json;
@@ -110,16 +112,34 @@ fn render(
         Layout::Json | Layout::JsonPretty => {
             fields.insert("level".into(), Json::from(level));
             fields.insert("time".into(), Json::String(time));
-            let object: serde_json::Map<String, Json> = fields.into_iter().collect();
-            let object = Json::Object(object);
+            // A BTreeMap serialises as an object in key order: the sorted keys logrus writes.
             if layout == Layout::JsonPretty {
-                serde_json::to_string_pretty(&object)
+                serde_json::to_string_pretty(&fields)
             } else {
-                serde_json::to_string(&object)
+                serde_json::to_string(&fields)
             }
             .expect("log fields serialise")
         }
     }
+}
+
+/// The current time as logrus writes it (RFC 3339, whole seconds, local zone). Every request
+/// logs two lines, so the text is made once per second per thread, not per line.
+fn now_text() -> String {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs || cached.1.is_empty() {
+            let at: chrono::DateTime<chrono::Local> = now.into();
+            cached.1 = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+            cached.0 = secs;
+        }
+        cached.1.clone()
+    })
 }
 
 impl<S, N> FormatEvent<S, N> for OpaFormat
@@ -135,7 +155,7 @@ where
     ) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let time = chrono::Local::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let time = now_text();
         writeln!(
             writer,
             "{}",
@@ -190,5 +210,15 @@ mod tests {
             "time=\"2024-01-02T03:04:05Z\" level=info msg=\"Sent response.\" \
              client_addr=\"127.0.0.1:5000\" req_id=1 resp_duration=0.5"
         );
+    }
+
+    #[test]
+    fn time_text_is_rfc3339_seconds_of_now() {
+        let text = now_text();
+        let at = chrono::DateTime::parse_from_rfc3339(&text).expect("RFC 3339");
+        assert!(!text.contains('.'), "{text}");
+        let drift = (chrono::Utc::now().timestamp() - at.timestamp()).abs();
+        assert!(drift <= 1, "{text}");
+        assert_eq!(now_text().len(), text.len());
     }
 }
