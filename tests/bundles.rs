@@ -6,7 +6,7 @@
 //! bundle status board is observed through the debug log line the plugin writes on every
 //! update ("Bundle status updated.", with the status in OPA's JSON shape).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,7 +1,7 @@
 //! End-to-end tests of the configuration file: errors stop the process before it listens, and
 //! `GET /v1/config` shows the active configuration without credentials.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! End-to-end tests of the Data API read paths through the real binary.
 
-mod common;
+use crate::common;
 
 use common::{json, Regent};
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! End-to-end tests of the Data API writes (PUT, PATCH, DELETE on /v1/data) through the binary.
 
-mod common;
+use crate::common;
 
 use common::{json, Regent};
 use reqwest::blocking::Response;

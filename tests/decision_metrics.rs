@@ -3,7 +3,7 @@
 //! cardinality bound under 10 000 distinct paths, exemplars in OpenMetrics, the protobuf format
 //! with native buckets, the enable switch, and `promtool check metrics` on the output.
 
-mod common;
+use crate::common;
 
 use common::{json, promtool, tree, Regent};
 use serde_json::json;

@@ -7,7 +7,7 @@
 //! Cases without plugins, the diagnostic listener, the load test and the real bundle plugin
 //! (against an in-test bundle server) use the real binary.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

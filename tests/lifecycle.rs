@@ -1,7 +1,7 @@
 //! End-to-end tests of the server's life: graceful shutdown with requests in flight, and reads
 //! that stay consistent while writers replace data and policies.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! End-to-end tests of the request log and the `--log-format` / `--log-level` flags.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -6,7 +6,7 @@
 //! promtool and prometheus come from Debian's `prometheus` package (.ci/run installs it); a test
 //! that needs them fails when they are missing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,6 +1,6 @@
 //! End-to-end tests of the Policy API (/v1/policies) through the real binary.
 
-mod common;
+use crate::common;
 
 use common::{json, Regent};
 use reqwest::blocking::Response;

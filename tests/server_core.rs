@@ -2,7 +2,7 @@
 //! provenance, request bodies (gzip, YAML, limits, hostile nesting), method and path edge cases,
 //! evaluation errors, v0 undefined answers, `regent version` and `--v0-compatible`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -2,7 +2,7 @@
 //! `GET /v1/status`, console logs, the status Prometheus series, retry after an outage, and the
 //! skip_unchanged/heartbeat extras.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
