@@ -4,8 +4,8 @@
 //! and the two must agree exactly: same value, or same error. Each case also states which tier
 //! a path must take, so the test cannot pass by quietly sending everything to the interpreter.
 //!
-//! The policies: the four shared benchmark cases (also checked against OPA's answers in their
-//! `case.json`), the examples, and hand-written tricky policies.
+//! The policies: the benchmark cases (bench/cases/, and ../shared/bench when present; each also
+//! checked against OPA's answers in its `case.json`), the examples, and hand-written tricky policies.
 
 use std::path::{Path, PathBuf};
 
@@ -122,15 +122,15 @@ fn to_json(v: &Option<Value>) -> Json {
 }
 
 #[test]
-fn shared_bench_cases_agree_and_match_opa() {
-    let bench = root().join("../shared/bench");
+fn bench_cases_agree_and_match_opa() {
+    let cases = crate::common::bench_cases();
     assert!(
-        bench.exists(),
-        "missing benchmark corpus at {}",
-        bench.display()
+        cases.len() >= 4,
+        "the project's own cases are in bench/cases"
     );
-    for case in ["rbac", "httpapi", "k8s", "inventory_lookup"] {
-        let dir = bench.join(case);
+    for dir in cases {
+        let case = dir.display().to_string();
+        let case = case.as_str();
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("case file");
         let policy = read("policy.rego");
         let data = if dir.join("data.json").exists() {
@@ -142,11 +142,13 @@ fn shared_bench_cases_agree_and_match_opa() {
         let inputs: Vec<Json> = serde_json::from_str(&read("inputs.json")).expect("inputs.json");
         let path = spec["path"].as_str().expect("path");
         let snap = snapshot(&[("policy.rego", &policy)], data);
-        assert_eq!(
-            tier(&snap, path),
-            Tier::Rvm,
-            "{case}: the decision path runs on the RVM"
-        );
+        // The tier each case's decision takes today; a change shows up here, not as a slowdown.
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let want = match name {
+            "admission" | "gateway" => Tier::Rule,
+            _ => Tier::Rvm,
+        };
+        assert_eq!(tier(&snap, path), want, "{case}: the decision path's tier");
         for (input, expected) in inputs
             .iter()
             .zip(spec["expected"].as_array().expect("expected"))

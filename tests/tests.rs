@@ -1,8 +1,8 @@
 //! The one integration-test binary (as ripgrep's): one module per area, shared helpers in `common`.
 
-mod common;
 mod bundle_scope;
 mod bundles;
+mod common;
 mod config;
 mod data_api;
 mod data_write;

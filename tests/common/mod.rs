@@ -27,8 +27,23 @@ pub fn binary() -> PathBuf {
 }
 
 /// The directory of shared benchmark cases (`../shared/bench`), where present.
-pub fn shared_bench() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench")
+/// The benchmark cases every decision test runs: the project's own (`bench/cases/`), plus the
+/// shared corpus beside the checkout when it is there (it never is required).
+pub fn bench_cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cases = Vec::new();
+    for dir in [root.join("bench/cases"), root.join("../shared/bench")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("case.json").is_file())
+            .collect();
+        found.sort();
+        cases.extend(found);
+    }
+    cases
 }
 
 pub fn examples() -> PathBuf {
