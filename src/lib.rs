@@ -159,7 +159,11 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<(), RunEr
         plugin.stop().await;
     }
     let grace = Duration::from_secs(args.shutdown_grace_period);
-    let deadline = tokio::time::Instant::now() + grace;
+    // A grace period past what the clock can represent waits as long as the clock can.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(grace)
+        .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)));
     if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()

@@ -317,7 +317,7 @@ impl ServiceClient {
         let mut cached = o.cached.lock().await;
         if let Some(c) = cached.as_ref() {
             if c.expires
-                .is_none_or(|e| Instant::now() + TOKEN_RENEW_MARGIN < e)
+                .is_none_or(|e| Instant::now() < e.checked_sub(TOKEN_RENEW_MARGIN).unwrap_or(e))
             {
                 return Ok(c.token.clone());
             }
@@ -361,9 +361,11 @@ impl ServiceClient {
         }
         *cached = Some(CachedToken {
             token: body.access_token.clone(),
+            // The token endpoint's `expires_in` is untrusted: a lifetime past what the clock can
+            // represent is kept like one without expiry (renewed when the service answers 401).
             expires: body
                 .expires_in
-                .map(|s| Instant::now() + Duration::from_secs(s)),
+                .and_then(|s| Instant::now().checked_add(Duration::from_secs(s))),
         });
         Ok(body.access_token)
     }
@@ -451,12 +453,20 @@ mod tests {
 
     #[tokio::test]
     async fn oauth2_token_is_fetched_once_and_cached() {
+        // A lifetime past what the clock can represent is kept like one without expiry.
+        for expires_in in [json!(3600), json!(u64::MAX)] {
+            oauth2_token_cached(expires_in).await;
+        }
+    }
+
+    async fn oauth2_token_cached(expires_in: serde_json::Value) {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let router = echo_headers().route(
             "/token",
             axum::routing::post(move |h: axum::http::HeaderMap, body: String| {
                 let counter = counter.clone();
+                let expires_in = expires_in.clone();
                 async move {
                     counter.fetch_add(1, Ordering::SeqCst);
                     // Basic base64("id:sec")
@@ -464,7 +474,7 @@ mod tests {
                     assert!(body.contains("grant_type=client_credentials"), "{body}");
                     assert!(body.contains("scope=read+write"), "{body}");
                     axum::Json(
-                        json!({"access_token": "tok", "token_type": "bearer", "expires_in": 3600}),
+                        json!({"access_token": "tok", "token_type": "bearer", "expires_in": expires_in}),
                     )
                 }
             }),

@@ -99,9 +99,9 @@ fn duration(v: &Json) -> Result<Duration, String> {
     let d = match v {
         Json::Number(n) => n
             .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0)
+            .filter(|s| (0.0..=super::MAX_SECONDS).contains(s))
             .map(Duration::from_secs_f64)
-            .ok_or("expected a non-negative number of seconds")?,
+            .ok_or("expected a number of seconds from 0 to 1e9")?,
         Json::String(s) => parse_go_duration(s)?,
         _ => return Err("expected a duration such as \"15m\" or a number of seconds".into()),
     };
@@ -145,7 +145,7 @@ fn parse_go_duration(text: &str) -> Result<Duration, String> {
         seconds += number * scale;
         rest = &rest[unit_len..];
     }
-    if !seconds.is_finite() {
+    if !(0.0..=super::MAX_SECONDS).contains(&seconds) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(seconds))

@@ -259,6 +259,10 @@ fn normalise_decision(path: &str) -> String {
     format!("/{}", path.trim_matches('/'))
 }
 
+/// The largest number of seconds any config key takes (about 31 years): far beyond any sensible
+/// delay, and small enough that adding it to a clock reading cannot overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+
 /// Reads typed values out of the raw tree, collecting errors with their key paths.
 pub struct Validator<'a> {
     pub raw: &'a Json,
@@ -293,13 +297,14 @@ impl Validator<'_> {
     }
 
     /// A non-negative number of seconds; fractions are accepted (OPA takes whole seconds).
+    /// Bounded by [`MAX_SECONDS`] so that every later `Duration` and `Instant` sum is safe.
     pub fn seconds(&mut self, key: &str) -> Option<f64> {
         let v = self.get(key)?;
         match v.as_f64() {
-            Some(n) if n >= 0.0 && n.is_finite() => Some(n),
+            Some(n) if (0.0..=MAX_SECONDS).contains(&n) => Some(n),
             _ => {
                 self.errors.push(format!(
-                    "{key}: expected a non-negative number of seconds, got {v}"
+                    "{key}: expected a number of seconds from 0 to {MAX_SECONDS}, got {v}"
                 ));
                 None
             }
@@ -457,6 +462,25 @@ mod tests {
         let raw = serde_json::json!({"server": {"decoding": {"max_length": "x"}}, "labels": []});
         let err = Config::from_raw(raw).unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn huge_delays_are_config_errors_not_panics() {
+        let huge = serde_json::json!({
+            "services": {"s": {"url": "http://127.0.0.1:1"}},
+            "bundles": {"b": {"service": "s", "polling": {"min_delay_seconds": 1, "max_delay_seconds": 1e300}}},
+            "status": {"service": "s", "retry": {"min_delay_seconds": 1e300, "max_delay_seconds": 1e301}, "heartbeat_seconds": 1e20},
+            "health": {"bundles": {"max_activation_age": 1e300}},
+        });
+        let err = Config::from_raw(huge).unwrap_err().to_string();
+        for key in [
+            "max_delay_seconds",
+            "status.retry.min_delay_seconds",
+            "heartbeat_seconds",
+            "max_activation_age",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
     }
 
     #[test]
