@@ -10,7 +10,7 @@ use super::{EngineError, Snapshot};
 pub fn path_ref(path: &[String]) -> String {
     let mut out = String::from("data");
     for seg in path {
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) && seg.len() < 18 {
+        if index(seg).is_some() {
             out.push('[');
             out.push_str(seg);
             out.push(']');
@@ -30,20 +30,25 @@ pub struct EvalOptions {
     pub strict_builtin_errors: bool,
 }
 
-/// The reference OPA prints for a data path: `data.a[0]["b-c"]`.
+/// Rego's keywords, which OPA quotes in brackets rather than writing after a dot.
+const KEYWORDS: [&str; 15] = [
+    "as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null",
+    "package", "some", "true", "with",
+];
+
+/// The reference OPA prints for a data path (messages, health checks): identifiers after dots,
+/// array indexes and other strings in brackets, `data.a[0]["b-c"]["if"]`. The one printer.
 pub fn display_ref(path: &[String]) -> String {
     let mut out = String::from("data");
     for seg in path {
-        let ident = seg
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ident = seg.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !KEYWORDS.contains(&seg.as_str());
         if ident {
             out.push('.');
             out.push_str(seg);
-        } else if seg.parse::<i64>().is_ok() {
-            out.push_str(&format!("[{seg}]"));
+        } else if let Some(n) = index(seg) {
+            out.push_str(&format!("[{n}]"));
         } else {
             out.push('[');
             out.push_str(&serde_json::to_string(seg).expect("strings serialise"));
@@ -51,6 +56,14 @@ pub fn display_ref(path: &[String]) -> String {
         }
     }
     out
+}
+
+/// A path segment that indexes arrays, as OPA's URL path handling reads one: plain digits only
+/// (not `+1` or `-1`), short enough to be an integer.
+fn index(seg: &str) -> Option<u64> {
+    (!seg.is_empty() && seg.len() < 18 && seg.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| seg.parse().ok())
+        .flatten()
 }
 
 /// Evaluates `data.<path>` with `input`. `Ok(None)` means undefined.
@@ -174,6 +187,9 @@ mod tests {
         let d = |s: &[&str]| display_ref(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(d(&["system", "main"]), "data.system.main");
         assert_eq!(d(&["a", "0", "b-c"]), r#"data.a[0]["b-c"]"#);
+        assert_eq!(d(&["x", "if"]), r#"data.x["if"]"#);
+        assert_eq!(d(&["x", "+1", "-1"]), r#"data.x["+1"]["-1"]"#);
+        assert_eq!(p(&["x", "+1"]), r#"data["x"]["+1"]"#);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::error::ApiError;
 use super::params::{path_segments, Params};
 use super::{reply, AppState};
 use crate::config::health::BundleHealth;
-use crate::engine::eval::eval_path;
+use crate::engine::eval::{display_ref, eval_path};
 use crate::engine::{EngineError, RegoError, Snapshot};
 use crate::plugins::bundle::status::{format_time, BundleStatus, BundleStatuses};
 use crate::plugins::{PluginStatus, PluginStatuses, State as PluginState};
@@ -289,12 +289,13 @@ pub async fn get_path(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Re
     path.extend(segments);
     let report = match eval_path(&state.store.snapshot(), &path, Some(input)) {
         Ok(Some(Value::Bool(true))) => HealthReport::default(),
-        Ok(None) => {
-            HealthReport::failed(&format!("health check ({}) was undefined", opa_ref(&path)))
-        }
+        Ok(None) => HealthReport::failed(&format!(
+            "health check ({}) was undefined",
+            display_ref(&path)
+        )),
         Ok(Some(_)) => HealthReport::failed(&format!(
             "health check ({}) returned unexpected value",
-            opa_ref(&path)
+            display_ref(&path)
         )),
         Err(err) => HealthReport::failed(&eval_error_text(&err)),
     };
@@ -311,41 +312,6 @@ fn policy_input(plugins: &PluginStatuses, plugins_ready: bool) -> Value {
     input.insert(Value::from("plugin_state"), Value::from(states));
     input.insert(Value::from("plugins_ready"), Value::from(plugins_ready));
     Value::from(input)
-}
-
-/// Rego's keywords, which OPA quotes in brackets rather than writing after a dot.
-const KEYWORDS: [&str; 15] = [
-    "as", "contains", "default", "else", "every", "false", "if", "import", "in", "not", "null",
-    "package", "some", "true", "with",
-];
-
-/// How OPA prints the reference `data.<path>` in health messages: identifiers after dots,
-/// integers (path segments that are numbers) and other strings in brackets.
-fn opa_ref(path: &[String]) -> String {
-    let mut out = String::from("data");
-    for seg in path {
-        let ident = seg.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !KEYWORDS.contains(&seg.as_str());
-        if ident {
-            out.push('.');
-            out.push_str(seg);
-        } else if let Some(n) = index(seg) {
-            out.push_str(&format!("[{n}]"));
-        } else {
-            out.push('[');
-            out.push_str(&serde_json::to_string(seg).expect("strings serialise"));
-            out.push(']');
-        }
-    }
-    out
-}
-
-/// A segment evaluation treats as an array index (see `engine::eval::path_ref`).
-fn index(seg: &str) -> Option<u64> {
-    (!seg.is_empty() && seg.len() < 18 && seg.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| seg.parse().ok())
-        .flatten()
 }
 
 /// An evaluation error as OPA's health endpoint prints it: `file:row: code: message`.
@@ -377,21 +343,6 @@ mod tests {
             .iter()
             .map(|(n, s)| (n.to_string(), PluginStatus::new(*s)))
             .collect()
-    }
-
-    #[test]
-    fn opa_ref_prints_like_opa() {
-        let p = |s: &[&str]| opa_ref(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(p(&["system", "health", "live"]), "data.system.health.live");
-        assert_eq!(
-            p(&["system", "health", "a-b"]),
-            r#"data.system.health["a-b"]"#
-        );
-        assert_eq!(p(&["system", "health", "0"]), "data.system.health[0]");
-        assert_eq!(
-            p(&["system", "health", "if"]),
-            r#"data.system.health["if"]"#
-        );
     }
 
     #[test]
